@@ -1,0 +1,1 @@
+"""Bulk task updates with background e-mail notifications through a transactional outbox."""

@@ -1,0 +1,97 @@
+"""Command line: ``python -m service [serve|migrate]`` (serve is the default)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import anyio
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+from service.app import create_app
+from service.embedded import embedded_postgres
+from service.migrations import migrate
+from service.settings import Settings
+
+logger = logging.getLogger("service")
+
+# Hypercorn must give the lifespan's drain this much more than DRAIN_SECONDS.
+_SHUTDOWN_MARGIN_SECONDS = 5.0
+# In-flight HTTP requests get this long to finish once shutdown starts.
+_GRACEFUL_TIMEOUT_SECONDS = 5.0
+
+
+def hypercorn_config(settings: Settings) -> Config:
+    config = Config()
+    config.bind = [f"{settings.host}:{settings.port}"]
+    config.graceful_timeout = _GRACEFUL_TIMEOUT_SECONDS
+    config.shutdown_timeout = settings.drain_seconds + _SHUTDOWN_MARGIN_SECONDS
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    return config
+
+
+@contextmanager
+def resolved_database(settings: Settings) -> Iterator[Settings]:
+    """Settings with a DATABASE_URL: the configured one, or an embedded server's."""
+    if settings.database_url is not None:
+        yield settings
+        return
+    with embedded_postgres(settings.data_dir) as url:
+        yield settings.model_copy(update={"database_url": url})
+
+
+async def _serve(settings: Settings) -> int:
+    assert settings.database_url is not None
+    await migrate(settings.database_url)
+    shutdown = anyio.Event()
+    fatal: list[str] = []
+
+    def on_fatal(name: str) -> None:
+        fatal.append(name)
+        shutdown.set()
+
+    async with anyio.create_task_group() as tg:
+
+        async def stop_on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    logger.info("received %s; shutting down", signal.Signals(signum).name)
+                    shutdown.set()
+                    return
+
+        tg.start_soon(stop_on_signal)
+        app = create_app(settings, on_fatal=on_fatal)
+        logger.info("serving on http://%s:%d", settings.host, settings.port)
+        await serve(app, hypercorn_config(settings), shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
+        tg.cancel_scope.cancel()
+    if fatal:
+        logger.critical("stopped because background task(s) died: %s", ", ".join(fatal))
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with resolved_database(settings) as resolved:
+        assert resolved.database_url is not None
+        if args.command == "migrate":
+            applied = anyio.run(migrate, resolved.database_url)
+            logger.info("migrations applied: %s", ", ".join(applied) or "none pending")
+            return 0
+        return anyio.run(_serve, resolved)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Consumers: claim -> render -> send -> record, one batch of ids at a time.
+
+A consumer contains every per-batch failure (it logs, and the rows are put
+back for a retry or left to their lease); only cancellation escapes. No
+database connection is held while the provider is called.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from uuid import UUID, uuid4
+
+import anyio
+from anyio.abc import ObjectReceiveStream, TaskStatus
+
+from service.backoff import Backoff
+from service.email.base import Address, EmailMessage, EmailProvider, Outcome, SendResult
+from service.email.batching import split_batches
+from service.email.ratelimit import RateLimiter
+from service.email.render import Renderer
+from service.errors import Unavailable
+from service.health import Health
+from service.models import OutboxRow
+from service.repository import RecordedOutcome, Repository
+
+logger = logging.getLogger(__name__)
+
+# The final write of a batch is shielded from cancellation, but not forever:
+# if the database is gone the lease simply expires and the row is retried.
+_RECORD_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    lease_seconds: float
+    max_attempts: int
+    backoff: Backoff
+
+
+class Deliverer:
+    """Delivers one batch of outbox ids end to end."""
+
+    def __init__(
+        self,
+        *,
+        repository: Repository,
+        provider: EmailProvider,
+        renderer: Renderer,
+        sender: Address,
+        rate_limiter: RateLimiter,
+        health: Health,
+        policy: DeliveryPolicy,
+    ) -> None:
+        self._repository = repository
+        self._provider = provider
+        self._renderer = renderer
+        self._sender = sender
+        self._rate_limiter = rate_limiter
+        self._health = health
+        self._policy = policy
+
+    async def deliver(self, ids: Sequence[UUID]) -> None:
+        """Claim what is still claimable among ``ids`` and deliver it."""
+        token = uuid4()
+        rows = await self._repository.claim(ids, token, self._policy.lease_seconds)
+        if not rows:
+            return
+        try:
+            outcomes = await self._send_under_lease(rows, token)
+        except BaseException as exc:
+            # Cancelled (shutdown past the drain deadline) or a bug: we do not
+            # know what the provider got, so the rows go back to pending now
+            # rather than waiting out their lease.
+            reason = (
+                "interrupted" if isinstance(exc, anyio.get_cancelled_exc_class()) else repr(exc)
+            )
+            await self._record(token, [_release(row, f"delivery {reason}") for row in rows])
+            raise
+        await self._record(token, outcomes)
+
+    async def _send_under_lease(self, rows: list[OutboxRow], token: UUID) -> list[RecordedOutcome]:
+        halted_for = self._health.halted_for()
+        if halted_for > 0:
+            reason = self._health.halt.reason if self._health.halt else "provider halted"
+            return [_hold(row, reason, halted_for) for row in rows]
+
+        outcomes: list[RecordedOutcome] = []
+        messages: list[tuple[OutboxRow, EmailMessage]] = []
+        for row in rows:
+            try:
+                messages.append((row, self._renderer.render(row, self._sender)))
+            except Exception as exc:  # bad data must not stop the batch
+                logger.exception("cannot render notification %s", row.id)
+                outcomes.append(_dead(row, f"cannot render: {exc!r}"))
+
+        async with anyio.create_task_group() as renewal:
+            renewal.start_soon(self._renew_lease, [row.id for row in rows], token)
+            outcomes += await self._send(messages)
+            renewal.cancel_scope.cancel()
+        return outcomes
+
+    async def _send(self, messages: list[tuple[OutboxRow, EmailMessage]]) -> list[RecordedOutcome]:
+        rows_by_id = {str(row.id): row for row, _ in messages}
+        outcomes: list[RecordedOutcome] = []
+        for chunk in split_batches([message for _, message in messages], self._provider.limits):
+            await self._rate_limiter.acquire(len(chunk))
+            results = await self._provider.send_batch(chunk)
+            if len(results) != len(chunk):  # a provider bug; never guess which is which
+                results = [SendResult.retry("provider returned a wrong result count")] * len(chunk)
+            for message, result in zip(chunk, results, strict=True):
+                outcomes.append(self._outcome(rows_by_id[message.notification_id], result))
+        return outcomes
+
+    def _outcome(self, row: OutboxRow, result: SendResult) -> RecordedOutcome:
+        reason = _describe(result)
+        match result.outcome:
+            case Outcome.ACCEPTED:
+                self._health.provider_accepted()
+                return RecordedOutcome(
+                    row.id, "sent", provider_message_id=result.provider_message_id
+                )
+            case Outcome.REJECTED:
+                return _dead(row, f"rejected: {reason}")
+            case Outcome.HALT:
+                pause = self._health.provider_halted(reason, result.retry_after)
+                return _hold(row, reason, pause)
+            case Outcome.RETRY:
+                if result.retry_after is not None:
+                    self._rate_limiter.pause_until(anyio.current_time() + result.retry_after)
+                if row.attempts >= self._policy.max_attempts:
+                    return _dead(row, f"gave up after {row.attempts} attempts: {reason}")
+                delay = result.retry_after
+                if delay is None:
+                    delay = self._policy.backoff.delay(row.attempts)
+                return RecordedOutcome(row.id, "pending", error=reason, delay=delay)
+
+    async def _renew_lease(self, ids: list[UUID], token: UUID) -> None:
+        # Renewing at a third of the lease leaves two chances before it lapses.
+        interval = self._policy.lease_seconds / 3
+        while True:
+            await anyio.sleep(interval)
+            try:
+                held = await self._repository.renew_lease(ids, token, self._policy.lease_seconds)
+            except Unavailable:
+                logger.warning("cannot renew lease for %d notifications", len(ids))
+                continue
+            if len(held) < len(ids):
+                logger.warning("lost the lease on %d notifications", len(ids) - len(held))
+
+    async def _record(self, token: UUID, outcomes: list[RecordedOutcome]) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_RECORD_TIMEOUT_SECONDS):
+            try:
+                written = await self._repository.record_outcomes(token, outcomes)
+            except Unavailable:
+                logger.warning(
+                    "database unavailable: %d results not recorded; the rows are retried "
+                    "when their lease expires",
+                    len(outcomes),
+                )
+                return
+            fenced = len(outcomes) - len(written)
+            if fenced:
+                logger.warning(
+                    "%d results not recorded: the lease passed to another worker", fenced
+                )
+
+
+def _describe(result: SendResult) -> str:
+    reason = result.reason or result.outcome.value
+    return f"{result.code}: {reason}" if result.code else reason
+
+
+def _dead(row: OutboxRow, error: str) -> RecordedOutcome:
+    return RecordedOutcome(row.id, "dead", error=error)
+
+
+def _hold(row: OutboxRow, reason: str, delay: float) -> RecordedOutcome:
+    # Account-level problems are not the row's fault: the attempt is refunded.
+    return RecordedOutcome(row.id, "pending", error=f"halted: {reason}", delay=delay, refund=1)
+
+
+def _release(row: OutboxRow, reason: str) -> RecordedOutcome:
+    return RecordedOutcome(row.id, "pending", error=reason, delay=0.0)
+
+
+async def receive_batch(
+    receiver: ObjectReceiveStream[UUID], batch_size: int, linger: float
+) -> list[UUID]:
+    """Wait for one id, then gather more for up to ``linger`` seconds.
+
+    Returns an empty list when the stream has ended (shutdown).
+    """
+    try:
+        batch = [await receiver.receive()]
+    except anyio.EndOfStream:
+        return []
+    with anyio.move_on_after(linger):
+        while len(batch) < batch_size:
+            try:
+                batch.append(await receiver.receive())
+            except anyio.EndOfStream:
+                break
+    return batch
+
+
+async def run_consumer(
+    receiver: ObjectReceiveStream[UUID],
+    deliverer: Deliverer,
+    *,
+    batch_size: int,
+    linger: float,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Deliver batches until the stream ends; per-batch errors are contained."""
+    outage_backoff = Backoff(base=0.5, cap=10.0)
+    consecutive_outages = 0
+    async with receiver:
+        task_status.started()
+        while batch := await receive_batch(receiver, batch_size, linger):
+            try:
+                await deliverer.deliver(batch)
+                consecutive_outages = 0
+            except Unavailable:
+                # The rows stay pending in the outbox; the sweeper re-offers
+                # them. Waiting here keeps an outage from becoming a hot loop.
+                consecutive_outages += 1
+                logger.warning("database unavailable; consumer backs off")
+                await anyio.sleep(outage_backoff.delay(consecutive_outages))
+            except Exception:
+                logger.exception("batch of %d notifications failed", len(batch))

@@ -1,0 +1,93 @@
+"""The e-mail provider contract shared by every provider module.
+
+A provider turns a batch of rendered ``EmailMessage`` objects into one
+``SendResult`` per message, in the same order. It never raises for a
+provider-side failure: transport errors, 5xx and 429 become ``RETRY``,
+a message the provider refuses becomes ``REJECTED``, and account-level
+problems (bad token, unverified sender, quota) become ``HALT``. A failure of
+the whole request applies to every message in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    email: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EmailMessage:
+    """One rendered e-mail, ready for any provider."""
+
+    notification_id: str
+    sender: Address
+    to: Address
+    subject: str
+    text: str
+    html: str
+    # Extra headers; always carries X-Notification-Id.
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    RETRY = "retry"
+    REJECTED = "rejected"
+    HALT = "halt"
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    outcome: Outcome
+    provider_message_id: str | None = None
+    # Seconds the provider asked us to wait (Retry-After, rate-limit reset).
+    retry_after: float | None = None
+    code: str | None = None
+    reason: str | None = None
+
+    @classmethod
+    def accepted(cls, provider_message_id: str | None) -> SendResult:
+        return cls(Outcome.ACCEPTED, provider_message_id=provider_message_id)
+
+    @classmethod
+    def retry(
+        cls, reason: str, *, retry_after: float | None = None, code: str | None = None
+    ) -> SendResult:
+        return cls(Outcome.RETRY, retry_after=retry_after, code=code, reason=reason)
+
+    @classmethod
+    def rejected(cls, reason: str, *, code: str | None = None) -> SendResult:
+        return cls(Outcome.REJECTED, code=code, reason=reason)
+
+    @classmethod
+    def halt(
+        cls, reason: str, *, retry_after: float | None = None, code: str | None = None
+    ) -> SendResult:
+        return cls(Outcome.HALT, retry_after=retry_after, code=code, reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """What one provider call may carry; larger batches are split, never rejected."""
+
+    max_messages: int = 500
+    max_bytes: int | None = None
+    max_recipients_per_message: int = 50
+
+
+class EmailProvider(Protocol):
+    """Anything that can deliver a batch of messages."""
+
+    name: str
+    limits: BatchLimits
+
+    async def send_batch(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
+        """Send ``messages``; return one result per message, in order."""
+        ...

@@ -1,0 +1,89 @@
+"""Split a batch of messages so that each provider call stays within its limits."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import orjson
+
+from service.email.base import BatchLimits, EmailMessage, Outcome, SendResult
+
+SendChunk = Callable[[Sequence[EmailMessage]], Awaitable[list[SendResult]]]
+
+# Room for the JSON list's brackets and commas and the provider's own fields
+# (message stream, wrapping objects), so that the estimate errs on the large side.
+_PER_MESSAGE_OVERHEAD = 256
+
+
+def estimate_bytes(message: EmailMessage) -> int:
+    """Roughly how many bytes ``message`` adds to a JSON request body.
+
+    JSON escaping (quotes and ``<`` in HTML, non-ASCII) makes bodies grow, so
+    the estimate measures the encoded form rather than the raw strings.
+    """
+    payload = {
+        "from": [message.sender.email, message.sender.name],
+        "to": [message.to.email, message.to.name],
+        "subject": message.subject,
+        "text": message.text,
+        "html": message.html,
+        "headers": dict(message.headers),
+    }
+    return len(orjson.dumps(payload)) + _PER_MESSAGE_OVERHEAD
+
+
+def split_batches(
+    messages: Sequence[EmailMessage], limits: BatchLimits
+) -> list[list[EmailMessage]]:
+    """Split ``messages`` into order-preserving chunks within ``limits``.
+
+    A single message larger than ``max_bytes`` goes alone: whether it is
+    too large is the provider's call to make, and it must not hold others back.
+    """
+    max_messages = max(1, limits.max_messages)
+    batches: list[list[EmailMessage]] = []
+    current: list[EmailMessage] = []
+    current_bytes = 0
+    for message in messages:
+        size = estimate_bytes(message) if limits.max_bytes is not None else 0
+        too_many = len(current) >= max_messages
+        too_big = limits.max_bytes is not None and current_bytes + size > limits.max_bytes
+        if current and (too_many or too_big):
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.append(message)
+        current_bytes += size
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _stops_the_rest(results: Sequence[SendResult]) -> SendResult | None:
+    """The result to give unsent chunks when this chunk failed as a whole."""
+    for result in results:
+        if result.outcome is Outcome.HALT:
+            return result
+    if results and all(r.outcome is Outcome.RETRY for r in results):
+        return results[0]
+    return None
+
+
+async def send_in_chunks(
+    messages: Sequence[EmailMessage], limits: BatchLimits, send_chunk: SendChunk
+) -> list[SendResult]:
+    """Send ``messages`` chunk by chunk with ``send_chunk``; one result per message.
+
+    Once a chunk fails as a whole (an account problem, a rate limit, an outage)
+    the later chunks are not sent: they would fail the same way, and hammering a
+    provider that asked us to wait only lengthens the wait.
+    """
+    results: list[SendResult] = []
+    stop: SendResult | None = None
+    for chunk in split_batches(messages, limits):
+        if stop is not None:
+            results.extend([stop] * len(chunk))
+            continue
+        chunk_results = await send_chunk(chunk)
+        results.extend(chunk_results)
+        stop = _stops_the_rest(chunk_results)
+    return results

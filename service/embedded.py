@@ -1,0 +1,32 @@
+"""An embedded PostgreSQL for the zero-configuration default.
+
+With no DATABASE_URL the service runs its own PostgreSQL (the ``pgserver``
+package ships the binaries) with data under DATA_DIR, kept between runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def embedded_postgres(data_dir: Path) -> Iterator[str]:
+    """Start (or join) the server for ``data_dir``; yield its URL; stop it on exit."""
+    from pgserver.postgres_server import get_server  # only the zero-setup path needs it
+
+    pgdata = (data_dir / "postgres").resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # 'stop' stops the server when the last process using it lets go, and
+    # keeps the data directory for the next run.
+    server = get_server(pgdata, cleanup_mode="stop")
+    try:
+        url: str = server.get_uri()
+        logger.info("embedded PostgreSQL running with data in %s", pgdata)
+        yield url
+    finally:
+        server.cleanup()

@@ -1,0 +1,53 @@
+"""Apply the ordered SQL migrations in ``sql/`` exactly once per database.
+
+Replicas that start together are safe: the whole run holds a PostgreSQL
+advisory lock, so one applies and the others then find nothing to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import asyncpg
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql"
+# Any constant works; it only has to be the same in every replica.
+_ADVISORY_LOCK_KEY = 0x7A5C_0001
+
+_CREATE_LEDGER = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     text PRIMARY KEY,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+def pending_files(directory: Path, applied: set[str]) -> list[Path]:
+    return [path for path in sorted(directory.glob("*.sql")) if path.stem not in applied]
+
+
+async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply what is missing; return the versions applied by this call."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _ADVISORY_LOCK_KEY)
+        try:
+            await conn.execute(_CREATE_LEDGER)
+            rows = await conn.fetch("SELECT version FROM schema_migrations")
+            applied_now: list[str] = []
+            for path in pending_files(directory, {row["version"] for row in rows}):
+                async with conn.transaction():
+                    await conn.execute(path.read_text(encoding="utf-8"))
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version) VALUES ($1)", path.stem
+                    )
+                logger.info("applied migration %s", path.name)
+                applied_now.append(path.stem)
+            return applied_now
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _ADVISORY_LOCK_KEY)
+    finally:
+        await conn.close()

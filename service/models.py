@@ -1,0 +1,129 @@
+"""Request and response models (pydantic) and the domain types they carry.
+
+Request models are strict: a string is not silently turned into an id, and
+unknown fields are refused, so a caller's typo is an error rather than a
+no-op.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    TypeAdapter,
+)
+
+TaskStatus = Literal["open", "in_progress", "blocked", "done"]
+NotificationStatus = Literal["pending", "sending", "sent", "dead"]
+
+Id = Annotated[int, Field(gt=0, le=2**63 - 1)]
+Title = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class CreateUser(_Request):
+    email: EmailStr = Field(max_length=320)
+    name: str = Field(min_length=1, max_length=200)
+
+
+class CreateTask(_Request):
+    title: Title
+    assignee_id: Id | None = None
+    status: TaskStatus = "open"
+    due_at: AwareDatetime | None = None
+
+
+class TaskUpdate(_Request):
+    """One reassignment; fields left out keep their current value."""
+
+    task_id: Id
+    assignee_id: Id
+    status: TaskStatus | None = None
+    title: Title | None = None
+    # An explicit null clears the due date; leaving the field out keeps it.
+    due_at: AwareDatetime | None = None
+
+    @property
+    def due_at_given(self) -> bool:
+        return "due_at" in self.model_fields_set
+
+
+def _no_repeated_tasks(updates: list[TaskUpdate]) -> list[TaskUpdate]:
+    counts = Counter(u.task_id for u in updates)
+    repeated = sorted(task_id for task_id, count in counts.items() if count > 1)
+    if repeated:
+        raise ValueError(f"task_id given more than once: {repeated}")
+    return updates
+
+
+UpdateTasksBody = Annotated[
+    list[TaskUpdate], Field(min_length=1), AfterValidator(_no_repeated_tasks)
+]
+update_tasks_adapter: TypeAdapter[list[TaskUpdate]] = TypeAdapter(UpdateTasksBody)
+
+
+class User(BaseModel):
+    id: int
+    email: str
+    name: str
+    created_at: datetime
+
+
+class Task(BaseModel):
+    id: int
+    title: str
+    status: TaskStatus
+    assignee_id: int | None
+    due_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class UpdateTasksResult(BaseModel):
+    updated: list[Task]
+    notifications: list[UUID]
+    message: str
+
+
+class Notification(BaseModel):
+    id: UUID
+    recipient: str
+    status: NotificationStatus
+    attempts: int
+    task_ids: list[int]
+    last_error: str | None
+    provider_message_id: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
+class TaskSnapshot(BaseModel):
+    """A task as the reassigning transaction left it; what the e-mail tells."""
+
+    id: int
+    title: str
+    status: str
+    due_at: datetime | None
+
+
+class OutboxRow(BaseModel):
+    """A claimed notification: everything needed to render and send it."""
+
+    id: UUID
+    recipient_email: str
+    recipient_name: str
+    tasks: list[TaskSnapshot]
+    attempts: int
+    request_id: str | None = None

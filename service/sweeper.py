@@ -1,0 +1,83 @@
+"""The sweeper: re-offers outbox rows that the fast path did not deliver.
+
+That covers rows left by an earlier process (at start-up), rows whose hint
+was dropped because the stream was full, rows due for a retry, and rows
+whose lease expired because their worker died. The sweeper never claims:
+it only hands ids to the consumers, which claim with compare-and-set, so a
+row offered twice is still delivered once.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from uuid import UUID
+
+import anyio
+from anyio.abc import ObjectSendStream, TaskStatus
+
+from service.backoff import Backoff
+from service.errors import Unavailable
+from service.repository import DueCursor, Repository
+
+logger = logging.getLogger(__name__)
+
+_START = DueCursor(datetime.min.replace(tzinfo=UTC), UUID(int=0))
+
+
+class Sweeper:
+    def __init__(
+        self, repository: Repository, *, page_size: int, interval: float, grace: float
+    ) -> None:
+        self._repository = repository
+        self._page_size = page_size
+        self._interval = interval
+        self._grace = grace
+
+    async def sweep_once(self, sender: ObjectSendStream[UUID]) -> int:
+        """One pass over everything due now; returns how many ids were offered.
+
+        Sending waits for room in the stream: that back-pressure is what keeps
+        memory bounded however large the backlog is.
+        """
+        offered = 0
+        for notification_id in await self._repository.expired_leases(self._page_size):
+            await sender.send(notification_id)
+            offered += 1
+        cursor = _START
+        while page := await self._repository.due_pending(self._grace, cursor, self._page_size):
+            for notification_id, _ in page:
+                await sender.send(notification_id)
+            offered += len(page)
+            cursor = page[-1][1]
+            if len(page) < self._page_size:
+                break
+        return offered
+
+    async def run(
+        self,
+        sender: ObjectSendStream[UUID],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Sweep at start-up and then every ``interval`` seconds, until cancelled."""
+        outage_backoff = Backoff(base=self._interval, cap=30.0)
+        consecutive_outages = 0
+        async with sender:
+            task_status.started()
+            while True:
+                try:
+                    offered = await self.sweep_once(sender)
+                    consecutive_outages = 0
+                    if offered:
+                        logger.info("sweeper re-offered %d notifications", offered)
+                    await anyio.sleep(self._interval)
+                except Unavailable:
+                    consecutive_outages += 1
+                    logger.warning("database unavailable; sweeper backs off")
+                    await anyio.sleep(outage_backoff.delay(consecutive_outages))
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    return  # the queue closed: shutting down
+                except Exception:
+                    logger.exception("sweep failed")
+                    await anyio.sleep(self._interval)

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+
+from service.email.base import Address, EmailMessage
+
+MessageFactory = Callable[..., EmailMessage]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def make_message() -> MessageFactory:
+    """Build a message whose notification id is ``n-<index>``; keywords override fields."""
+
+    def factory(index: int = 0, **overrides: object) -> EmailMessage:
+        notification_id = f"n-{index}"
+        message = EmailMessage(
+            notification_id=notification_id,
+            sender=Address("tasks@example.com", "Task Service"),
+            to=Address(f"user{index}@example.com", f"User {index}"),
+            subject=f"You have been assigned {index} tasks",
+            text=f"text {index}",
+            html=f"<p>html {index}</p>",
+            headers={"X-Notification-Id": notification_id},
+        )
+        return replace(message, **overrides)
+
+    return factory

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from service.email.base import BatchLimits, EmailMessage, Outcome, SendResult
+from service.email.batching import estimate_bytes, send_in_chunks, split_batches
+from tests.email.conftest import MessageFactory
+
+
+def _ids(batches: list[list[EmailMessage]]) -> list[list[str]]:
+    return [[m.notification_id for m in batch] for batch in batches]
+
+
+def test_empty_input_gives_no_batches() -> None:
+    assert split_batches([], BatchLimits(max_messages=3)) == []
+
+
+@pytest.mark.parametrize(("count", "sizes"), [(5, [5]), (6, [5, 1]), (10, [5, 5]), (11, [5, 5, 1])])
+def test_splits_by_count_at_the_limit(
+    make_message: MessageFactory, count: int, sizes: list[int]
+) -> None:
+    messages = [make_message(i) for i in range(count)]
+
+    batches = split_batches(messages, BatchLimits(max_messages=5))
+
+    assert [len(b) for b in batches] == sizes
+    assert [m for b in batches for m in b] == messages
+
+
+def test_splits_by_bytes_at_the_limit(make_message: MessageFactory) -> None:
+    messages = [make_message(i, html="x" * 1000) for i in range(4)]
+    size = estimate_bytes(messages[0])
+    assert all(estimate_bytes(m) == size for m in messages)
+
+    exactly_two = split_batches(messages, BatchLimits(max_messages=100, max_bytes=2 * size))
+    one_byte_short = split_batches(messages, BatchLimits(max_messages=100, max_bytes=2 * size - 1))
+
+    assert _ids(exactly_two) == [["n-0", "n-1"], ["n-2", "n-3"]]
+    assert _ids(one_byte_short) == [["n-0"], ["n-1"], ["n-2"], ["n-3"]]
+
+
+def test_oversized_message_goes_alone_and_order_is_kept(make_message: MessageFactory) -> None:
+    small = [make_message(i) for i in range(4)]
+    huge = make_message(9, html="x" * 10_000)
+    messages = [small[0], small[1], huge, small[2], small[3]]
+    limit = 3 * estimate_bytes(small[0])
+
+    batches = split_batches(messages, BatchLimits(max_messages=100, max_bytes=limit))
+
+    assert _ids(batches) == [["n-0", "n-1"], ["n-9"], ["n-2", "n-3"]]
+
+
+def test_estimate_counts_json_escaping(make_message: MessageFactory) -> None:
+    plain = make_message(html="a" * 100)
+    quoted = make_message(html='"' * 100)
+
+    assert estimate_bytes(quoted) >= estimate_bytes(plain) + 100
+
+
+@pytest.mark.anyio
+async def test_send_in_chunks_concatenates_results_in_order(make_message: MessageFactory) -> None:
+    messages = [make_message(i) for i in range(5)]
+    calls: list[list[str]] = []
+
+    async def send(chunk: Sequence[EmailMessage]) -> list[SendResult]:
+        calls.append([m.notification_id for m in chunk])
+        return [SendResult.accepted(m.notification_id) for m in chunk]
+
+    results = await send_in_chunks(messages, BatchLimits(max_messages=2), send)
+
+    assert calls == [["n-0", "n-1"], ["n-2", "n-3"], ["n-4"]]
+    assert [r.provider_message_id for r in results] == [m.notification_id for m in messages]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "failure",
+    [
+        SendResult.retry("429", retry_after=3.0),
+        SendResult.halt("bad token"),
+    ],
+)
+async def test_send_in_chunks_stops_after_a_whole_chunk_fails(
+    make_message: MessageFactory, failure: SendResult
+) -> None:
+    messages = [make_message(i) for i in range(5)]
+    calls = 0
+
+    async def send(chunk: Sequence[EmailMessage]) -> list[SendResult]:
+        nonlocal calls
+        calls += 1
+        return [failure] * len(chunk)
+
+    results = await send_in_chunks(messages, BatchLimits(max_messages=2), send)
+
+    assert calls == 1
+    assert results == [failure] * 5
+
+
+@pytest.mark.anyio
+async def test_send_in_chunks_continues_after_a_partial_rejection(
+    make_message: MessageFactory,
+) -> None:
+    messages = [make_message(i) for i in range(4)]
+
+    async def send(chunk: Sequence[EmailMessage]) -> list[SendResult]:
+        return [SendResult.rejected("bad"), *[SendResult.accepted("ok")] * (len(chunk) - 1)]
+
+    results = await send_in_chunks(messages, BatchLimits(max_messages=2), send)
+
+    assert [r.outcome for r in results] == [
+        Outcome.REJECTED,
+        Outcome.ACCEPTED,
+        Outcome.REJECTED,
+        Outcome.ACCEPTED,
+    ]

@@ -1,0 +1,44 @@
+"""Small helpers for driving the API and waiting on outbox state in tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import asyncpg
+import httpx
+
+
+async def create_user(client: httpx.AsyncClient, email: str, name: str) -> int:
+    response = await client.post("/users", json={"email": email, "name": name})
+    assert response.status_code == 201, response.text
+    user_id: int = response.json()["id"]
+    return user_id
+
+
+async def create_task(client: httpx.AsyncClient, title: str, **fields: Any) -> int:
+    response = await client.post("/tasks", json={"title": title, **fields})
+    assert response.status_code == 201, response.text
+    task_id: int = response.json()["id"]
+    return task_id
+
+
+async def wait_for_statuses(
+    db: asyncpg.Connection, expected: dict[str, int], timeout: float = 10.0
+) -> dict[str, int]:
+    """Wait until the outbox holds exactly ``expected`` rows per status.
+
+    Delivery happens in background tasks of the same event loop, so the
+    outbox is the observable effect; this polls it with a deadline.
+    """
+    counts: dict[str, int] = {}
+    with anyio.move_on_after(timeout):
+        while True:
+            rows = await db.fetch(
+                "SELECT status::text, count(*) AS n FROM notifications GROUP BY status"
+            )
+            counts = {row["status"]: row["n"] for row in rows}
+            if counts == expected:
+                return counts
+            await anyio.sleep(0.01)
+    raise AssertionError(f"outbox never reached {expected}; last seen {counts}")
