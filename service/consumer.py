@@ -64,11 +64,13 @@ class Deliverer:
     async def deliver(self, ids: Sequence[UUID]) -> None:
         """Claim what is still claimable among ``ids`` and deliver it."""
         token = uuid4()
-        rows = await self._repository.claim(ids, token, self._policy.lease_seconds)
-        if not rows:
+        claimed = await self._repository.claim(ids, token, self._policy.lease_seconds)
+        if not claimed:
             return
+        rows = claimed.rows
+        broken = [RecordedOutcome(i, "dead", error=e) for i, e in claimed.unreadable.items()]
         try:
-            outcomes = await self._send_under_lease(rows, token)
+            outcomes = broken + await self._send_under_lease(rows, token)
         except BaseException as exc:
             # Cancelled (shutdown past the drain deadline) or a bug: we do not
             # know what the provider got, so the rows go back to pending now
@@ -81,6 +83,8 @@ class Deliverer:
         await self._record(token, outcomes)
 
     async def _send_under_lease(self, rows: list[OutboxRow], token: UUID) -> list[RecordedOutcome]:
+        if not rows:
+            return []
         halted_for = self._health.halted_for()
         if halted_for > 0:
             reason = self._health.halt.reason if self._health.halt else "provider halted"

@@ -7,6 +7,7 @@ package ships the binaries) with data under DATA_DIR, kept between runs.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +22,14 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
 
     pgdata = (data_dir / "postgres").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    # 'stop' stops the server when the last process using it lets go, and
-    # keeps the data directory for the next run.
-    server = get_server(pgdata, cleanup_mode="stop")
+    # pgserver narrates every command it runs at INFO; only its problems matter here.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless.
+        warnings.simplefilter("ignore")
+        # 'stop' stops the server when the last process using it lets go, and
+        # keeps the data directory for the next run.
+        server = get_server(pgdata, cleanup_mode="stop")
     try:
         url: str = server.get_uri()
         logger.info("embedded PostgreSQL running with data in %s", pgdata)

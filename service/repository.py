@@ -22,6 +22,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
+from pydantic import ValidationError
 
 from service.errors import Conflict, NotFound, Unavailable, UnknownReferences
 from service.models import (
@@ -211,6 +212,16 @@ class RecordedOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimedBatch:
+    rows: list[OutboxRow]
+    # Claimed rows whose snapshot cannot be read, with the reason.
+    unreadable: dict[UUID, str]
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self.unreadable)
+
+
+@dataclass(frozen=True, slots=True)
 class UpdateOutcome:
     tasks: list[Task]
     notification_ids: list[UUID]
@@ -319,10 +330,18 @@ class Repository:
 
     async def claim(
         self, ids: Sequence[UUID], lease_token: UUID, lease_seconds: float
-    ) -> list[OutboxRow]:
+    ) -> ClaimedBatch:
+        """Claim what is still claimable among ``ids`` under ``lease_token``."""
         async with self._connection() as conn:
-            rows = await conn.fetch(CLAIM_BY_IDS, list(ids), lease_token, lease_seconds)
-        return [OutboxRow.model_validate(dict(row)) for row in rows]
+            records = await conn.fetch(CLAIM_BY_IDS, list(ids), lease_token, lease_seconds)
+        batch = ClaimedBatch(rows=[], unreadable={})
+        for record in records:
+            # One corrupt snapshot must not take its batch down with it.
+            try:
+                batch.rows.append(OutboxRow.model_validate(dict(record)))
+            except ValidationError as exc:
+                batch.unreadable[record["id"]] = f"unreadable outbox row: {exc}"
+        return batch
 
     async def renew_lease(
         self, ids: Sequence[UUID], lease_token: UUID, lease_seconds: float

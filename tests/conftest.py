@@ -7,7 +7,6 @@ started for the session, so the suite passes on a machine with only Python.
 
 from __future__ import annotations
 
-import inspect
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -26,13 +25,6 @@ from service.settings import Settings
 from tests.support.database import admin_url_or_none, database_url, start_embedded_server
 
 POSTMARK_URL = "https://postmark.test"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Every coroutine test runs under anyio (pinned to asyncio below).
-    for item in items:
-        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
-            item.add_marker(pytest.mark.anyio)
 
 
 @pytest.fixture(scope="session")

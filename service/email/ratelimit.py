@@ -18,6 +18,8 @@ import anyio
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
+_TOLERANCE = 1e-9
+
 
 class RateLimiter:
     """Token bucket: ``rate`` tokens per second, up to ``burst`` saved up.
@@ -82,8 +84,11 @@ class RateLimiter:
                     return
                 self._refill(self._rate)
                 chunk = min(remaining, self._capacity)
-                if self._tokens >= chunk:
-                    self._tokens -= chunk
+                # The tolerance absorbs float rounding: without it a refill that
+                # lands a hair short would sleep for 1e-14 s, which a clock
+                # reading of ~1e3 cannot register, and spin for ever.
+                if self._tokens + _TOLERANCE >= chunk:
+                    self._tokens = max(0.0, self._tokens - chunk)
                     remaining -= chunk
                     continue
                 await self._sleep((chunk - self._tokens) / self._rate)

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
+import httpx
 import pytest
 
 from service.email.base import Address, EmailMessage
@@ -33,3 +34,9 @@ def make_message() -> MessageFactory:
         return replace(message, **overrides)
 
     return factory
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as http_client:
+        yield http_client

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +40,9 @@ def database_url(admin_url: str, name: str) -> str:
 def start_embedded_server(directory: Path) -> Iterator[str]:
     from pgserver.postgres_server import get_server
 
-    server = get_server(directory / "data", cleanup_mode="delete")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset
+        server = get_server(directory / "data", cleanup_mode="delete")
     try:
         yield str(server.get_uri())
     finally:
