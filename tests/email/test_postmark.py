@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -25,7 +26,7 @@ def provider(client: httpx.AsyncClient) -> PostmarkProvider:
 
 
 @pytest.fixture
-def api() -> respx.MockRouter:
+def api() -> Iterator[respx.MockRouter]:
     with respx.mock(base_url=DEFAULT_BASE_URL, assert_all_called=False) as router:
         yield router
 
