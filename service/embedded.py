@@ -18,7 +18,13 @@ logger = logging.getLogger(__name__)
 @contextmanager
 def embedded_postgres(data_dir: Path) -> Iterator[str]:
     """Start (or join) the server for ``data_dir``; yield its URL; stop it on exit."""
-    from pgserver.postgres_server import get_server  # only the zero-setup path needs it
+    try:
+        from pgserver.postgres_server import get_server  # only the zero-setup path needs it
+    except ImportError as exc:
+        raise RuntimeError(
+            "DATABASE_URL is not set and the embedded PostgreSQL (pgserver) is not "
+            "available on this platform; set DATABASE_URL"
+        ) from exc
 
     pgdata = (data_dir / "postgres").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Protocol, TypedDict
 
 import anyio
+import asyncpg
 import httpx
 from anyio.abc import TaskStatus
 from starlette.applications import Starlette
@@ -29,8 +31,10 @@ from service.email.render import Renderer, parse_address
 from service.health import Health
 from service.queue import MemoryStreamQueue
 from service.repository import Repository
+from service.retention import Pruner
 from service.settings import Settings
 from service.sweeper import Sweeper
+from service.wakeup import BacklogBroadcaster, WakeUp, new_instance_id, run_listener
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,7 @@ class AppState(TypedDict):
     repository: Repository
     queue: MemoryStreamQueue
     health: Health
+    backlog: BacklogBroadcaster
 
 
 class _Startable(Protocol):
@@ -91,78 +96,116 @@ async def _supervised(
             running.finished()
 
 
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    """Everything the lifespan builds once the pool and HTTP client exist."""
+
+    state: AppState
+    deliverer: Deliverer
+    background: dict[str, _Startable]
+
+
+def _assemble(settings: Settings, pool: asyncpg.Pool, http_client: httpx.AsyncClient) -> _Parts:
+    assert settings.database_url is not None
+    health = Health()
+    repository = Repository(pool)
+    queue = MemoryStreamQueue(settings.queue_capacity, settings.queue_send_timeout)
+    instance_id = new_instance_id()
+    wake = WakeUp()
+    backlog = BacklogBroadcaster(repository, instance_id, settings.backlog_notify_interval)
+    deliverer = Deliverer(
+        repository=repository,
+        provider=build_provider(settings, http_client),
+        renderer=Renderer(),
+        sender=parse_address(settings.email_from),
+        rate_limiter=RateLimiter(settings.email_rate_limit),
+        health=health,
+        policy=DeliveryPolicy(
+            lease_seconds=settings.lease_seconds,
+            max_attempts=settings.max_attempts,
+            backoff=Backoff(settings.retry_base_seconds, settings.retry_max_seconds),
+        ),
+    )
+    sweeper = Sweeper(
+        repository,
+        page_size=settings.batch_size,
+        interval=settings.sweep_interval,
+        grace=settings.sweep_grace,
+        wake=wake,
+    )
+    pruner = Pruner(
+        repository,
+        sent_retention=settings.retention,
+        dead_retention=settings.dead_retention,
+        batch_size=settings.prune_batch_size,
+        interval=settings.prune_interval,
+    )
+    return _Parts(
+        state=AppState(
+            settings=settings, repository=repository, queue=queue, health=health, backlog=backlog
+        ),
+        deliverer=deliverer,
+        background={
+            "sweeper": partial(sweeper.run, queue.open_sender()),
+            "listener": partial(run_listener, settings.database_url, wake, instance_id),
+            "pruner": pruner.run,
+            "backlog-notifier": backlog.run,
+        },
+    )
+
+
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    with anyio.CancelScope(shield=True):
+        with anyio.move_on_after(_POOL_CLOSE_TIMEOUT_SECONDS) as closing:
+            await pool.close()
+        if closing.cancelled_caught:
+            pool.terminate()
+
+
 def make_lifespan(
     settings: Settings, on_fatal: FatalHandler
 ) -> Callable[[Starlette], AbstractAsyncContextManager[AppState]]:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
-        pool = await create_pool(settings)
-        try:
-            async with httpx.AsyncClient(
-                timeout=settings.email_timeout, limits=settings.email_limits
-            ) as http_client:
-                health = Health()
-                repository = Repository(pool)
-                queue = MemoryStreamQueue(settings.queue_capacity, settings.queue_send_timeout)
-                deliverer = Deliverer(
-                    repository=repository,
-                    provider=build_provider(settings, http_client),
-                    renderer=Renderer(),
-                    sender=parse_address(settings.email_from),
-                    rate_limiter=RateLimiter(settings.email_rate_limit),
-                    health=health,
-                    policy=DeliveryPolicy(
-                        lease_seconds=settings.lease_seconds,
-                        max_attempts=settings.max_attempts,
-                        backoff=Backoff(settings.retry_base_seconds, settings.retry_max_seconds),
-                    ),
-                )
-                sweeper = Sweeper(
-                    repository,
-                    page_size=settings.batch_size,
-                    interval=settings.sweep_interval,
-                    grace=settings.sweep_grace,
-                )
-                consumers_running = _RunningTasks()
-                async with anyio.create_task_group() as consumers:
-                    for index in range(settings.worker_concurrency):
-                        consumer = partial(
-                            run_consumer,
-                            queue.open_receiver(),
-                            deliverer,
-                            batch_size=settings.batch_size,
-                            linger=settings.batch_linger,
-                        )
-                        await consumers.start(
-                            _supervised,
-                            f"consumer-{index}",
-                            consumer,
-                            health,
-                            on_fatal,
-                            consumers_running,
-                        )
+        async with AsyncExitStack() as resources:
+            pool = await create_pool(settings)
+            resources.push_async_callback(_close_pool, pool)
+            http_client = await resources.enter_async_context(
+                httpx.AsyncClient(timeout=settings.email_timeout, limits=settings.email_limits)
+            )
+            parts = _assemble(settings, pool, http_client)
+            state, health, queue = parts.state, parts.state["health"], parts.state["queue"]
+            consumers_running = _RunningTasks()
+            async with anyio.create_task_group() as consumers:
+                for index in range(settings.worker_concurrency):
+                    consumer = partial(
+                        run_consumer,
+                        queue.open_receiver(),
+                        parts.deliverer,
+                        batch_size=settings.batch_size,
+                        linger=settings.batch_linger,
+                    )
+                    name = f"consumer-{index}"
+                    await consumers.start(
+                        _supervised, name, consumer, health, on_fatal, consumers_running
+                    )
+                try:
                     async with anyio.create_task_group() as background:
-                        sweep = partial(sweeper.run, queue.open_sender())
-                        await background.start(_supervised, "sweeper", sweep, health, on_fatal)
-                        yield AppState(
-                            settings=settings, repository=repository, queue=queue, health=health
-                        )
+                        for name, task in parts.background.items():
+                            await background.start(_supervised, name, task, health, on_fatal)
+                        yield state
                         background.cancel_scope.cancel()
+                finally:
+                    # Drain: no new hints; consumers finish what they hold.
                     await queue.close()
                     with anyio.move_on_after(settings.drain_seconds):
                         await consumers_running.all_done.wait()
                     if consumers_running.count:
                         logger.warning(
-                            "drain deadline passed; %d consumers cancelled, their rows stay "
-                            "pending",
+                            "drain deadline passed; %d consumers cancelled, their rows "
+                            "stay pending",
                             consumers_running.count,
                         )
                     consumers.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                with anyio.move_on_after(_POOL_CLOSE_TIMEOUT_SECONDS) as closing:
-                    await pool.close()
-                if closing.cancelled_caught:
-                    pool.terminate()
 
     return lifespan

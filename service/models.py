@@ -109,6 +109,33 @@ class Notification(BaseModel):
     sent_at: datetime | None
 
 
+class NotificationQuery(BaseModel):
+    """Filters and paging for GET /notifications (query string)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: NotificationStatus | None = None
+    recipient: str | None = Field(default=None, min_length=1, max_length=320)
+    limit: int = Field(default=50, ge=1, le=500)
+    # Opaque: the ``next_cursor`` of the previous page.
+    cursor: str | None = Field(default=None, max_length=200)
+
+
+class NotificationPage(BaseModel):
+    items: list[Notification]
+    next_cursor: str | None
+
+
+class RetryDeadRequest(_Request):
+    """Which dead notifications to retry; no recipient means all of them."""
+
+    recipient: str | None = Field(default=None, min_length=1, max_length=320)
+
+
+class RetryDeadResult(BaseModel):
+    retried: int
+
+
 class TaskSnapshot(BaseModel):
     """A task as the reassigning transaction left it; what the e-mail tells."""
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
@@ -112,12 +112,14 @@ SELECT
     ARRAY(SELECT id FROM notified) AS notification_ids
 """
 
-SELECT_NOTIFICATION = """
-SELECT id, recipient_email AS recipient, status::text AS status, attempts,
-       ARRAY(SELECT (e ->> 'id')::bigint FROM jsonb_array_elements(tasks) e) AS task_ids,
-       last_error, provider_message_id, created_at, sent_at
-FROM notifications WHERE id = $1
+
+_NOTIFICATION_COLUMNS = """
+    id, recipient_email AS recipient, status::text AS status, attempts,
+    ARRAY(SELECT (e ->> 'id')::bigint FROM jsonb_array_elements(tasks) e) AS task_ids,
+    last_error, provider_message_id, created_at, sent_at
 """
+
+SELECT_NOTIFICATION = f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE id = $1"
 
 # Claim the given rows if they are still claimable: pending and due, or
 # sending with an expired lease (its holder is presumed dead and is fenced
@@ -157,6 +159,7 @@ UPDATE notifications n SET
     last_error = coalesce(r.error, n.last_error),
     provider_message_id = coalesce(r.provider_message_id, n.provider_message_id),
     sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE n.sent_at END,
+    finished_at = CASE WHEN r.status IN ('sent', 'dead') THEN now() END,
     lease_token = NULL,
     lease_expires_at = NULL
 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::integer[])
@@ -183,6 +186,49 @@ WHERE status = 'sending' AND lease_expires_at < now()
 ORDER BY lease_expires_at
 LIMIT $1
 """
+
+# Newest first, keyset-paged on (created_at, id); both filters optional.
+LIST_NOTIFICATIONS = f"""
+SELECT {_NOTIFICATION_COLUMNS}
+FROM notifications
+WHERE ($1::notification_status IS NULL OR status = $1::notification_status)
+  AND ($2::text IS NULL OR lower(recipient_email) = lower($2::text))
+  AND ($3::timestamptz IS NULL OR (created_at, id) < ($3::timestamptz, $4::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $5
+"""
+
+# Dead letters go back to pending with a fresh set of attempts.
+RETRY_DEAD = """
+UPDATE notifications SET
+    status = 'pending', attempts = 0, next_attempt_at = now(), finished_at = NULL
+WHERE id = $1 AND status = 'dead'
+RETURNING id
+"""
+
+RETRY_DEAD_MATCHING = """
+UPDATE notifications SET
+    status = 'pending', attempts = 0, next_attempt_at = now(), finished_at = NULL
+WHERE status = 'dead' AND ($1::text IS NULL OR lower(recipient_email) = lower($1::text))
+RETURNING id
+"""
+
+# Small batches keep each delete short and its locks few; SKIP LOCKED lets
+# replicas prune side by side without waiting on each other.
+PRUNE_FINISHED = """
+WITH doomed AS (
+    SELECT id FROM notifications
+    WHERE status = $1::notification_status AND finished_at < now() - $2::interval
+    ORDER BY finished_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM notifications n USING doomed d WHERE n.id = d.id RETURNING 1
+)
+SELECT count(*) FROM deleted
+"""
+
+NOTIFY = "SELECT pg_notify($1, $2)"
 
 # Translated to Unavailable: the database cannot be reached or is restarting.
 _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -232,6 +278,14 @@ class DueCursor:
     """Position of the sweeper's keyset scan; starts before every row."""
 
     next_attempt_at: datetime
+    notification_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationCursor:
+    """Where a newest-first page of notifications ended."""
+
+    created_at: datetime
     notification_id: UUID
 
 
@@ -325,6 +379,52 @@ class Repository:
         if row is None:
             raise NotFound(f"notification {notification_id} does not exist")
         return Notification.model_validate(dict(row))
+
+    async def list_notifications(
+        self,
+        *,
+        status: str | None,
+        recipient: str | None,
+        before: NotificationCursor | None,
+        limit: int,
+    ) -> list[Notification]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                LIST_NOTIFICATIONS,
+                status,
+                recipient,
+                before.created_at if before else None,
+                before.notification_id if before else None,
+                limit,
+            )
+        return [Notification.model_validate(dict(row)) for row in rows]
+
+    async def retry_dead(self, notification_id: UUID) -> Notification:
+        """Put one dead notification back to pending with its attempts reset."""
+        async with self._connection() as conn:
+            retried = await conn.fetchval(RETRY_DEAD, notification_id)
+        notification = await self.get_notification(notification_id)  # 404 if unknown
+        if retried is None:
+            raise Conflict(
+                f"notification {notification_id} is {notification.status}; only dead "
+                "notifications can be retried"
+            )
+        return notification
+
+    async def retry_dead_matching(self, recipient: str | None) -> list[UUID]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(RETRY_DEAD_MATCHING, recipient)
+        return [row["id"] for row in rows]
+
+    async def prune_finished(self, status: str, older_than: timedelta, limit: int) -> int:
+        """Delete up to ``limit`` finished rows; returns how many went."""
+        async with self._connection() as conn:
+            deleted: int = await conn.fetchval(PRUNE_FINISHED, status, older_than, limit)
+        return deleted
+
+    async def notify(self, channel: str, payload: str) -> None:
+        async with self._connection() as conn:
+            await conn.execute(NOTIFY, channel, payload)
 
     # --- delivery -----------------------------------------------------------
 

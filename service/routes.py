@@ -16,9 +16,15 @@ from service.models import (
     CreateTask,
     CreateUser,
     Id,
+    NotificationPage,
+    NotificationQuery,
+    RetryDeadRequest,
+    RetryDeadResult,
     UpdateTasksResult,
     update_tasks_adapter,
 )
+from service.paging import decode_cursor, encode_cursor
+from service.repository import NotificationCursor
 from service.request_id import current_request_id
 from service.responses import JSONResponse
 
@@ -78,6 +84,7 @@ def _parse_path(request: Request, name: str, adapter: TypeAdapter[T]) -> T:
 
 _create_user_adapter: TypeAdapter[CreateUser] = TypeAdapter(CreateUser)
 _create_task_adapter: TypeAdapter[CreateTask] = TypeAdapter(CreateTask)
+_retry_adapter: TypeAdapter[RetryDeadRequest] = TypeAdapter(RetryDeadRequest)
 
 
 async def create_user(request: Request) -> JSONResponse:
@@ -102,9 +109,7 @@ async def update_tasks(request: Request) -> JSONResponse:
     state = _state(request)
     updates = await _parse_body(request, update_tasks_adapter)
     outcome = await state["repository"].update_tasks(updates, current_request_id.get())
-    # After commit: a hint to the consumers. If it cannot be taken the rows
-    # are safe in the outbox and the sweeper delivers them.
-    await state["queue"].publish(outcome.notification_ids)
+    await _offer(state, outcome.notification_ids)
     count = len(outcome.notification_ids)
     return JSONResponse(
         UpdateTasksResult(
@@ -116,6 +121,52 @@ async def update_tasks(request: Request) -> JSONResponse:
             ),
         )
     )
+
+
+async def _offer(state: AppState, ids: list[UUID]) -> None:
+    # After commit: a hint to the consumers. What the stream cannot take is
+    # safe in the outbox; other replicas are told so their idle consumers
+    # can help, and the sweeper delivers it in any case.
+    if await state["queue"].publish(ids) < len(ids):
+        state["backlog"].signal()
+
+
+async def list_notifications(request: Request) -> JSONResponse:
+    """Newest first, filtered by status and recipient, keyset-paged."""
+    try:
+        query = NotificationQuery.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    items = await _state(request)["repository"].list_notifications(
+        status=query.status,
+        recipient=query.recipient,
+        before=decode_cursor(query.cursor) if query.cursor else None,
+        limit=query.limit,
+    )
+    next_cursor = None
+    if len(items) == query.limit:
+        last = items[-1]
+        next_cursor = encode_cursor(NotificationCursor(last.created_at, last.id))
+    return JSONResponse(NotificationPage(items=items, next_cursor=next_cursor))
+
+
+async def retry_notification(request: Request) -> JSONResponse:
+    """Put one dead notification back to pending, attempts reset."""
+    state = _state(request)
+    notification_id = _parse_path(request, "notification_id", _uuid_adapter)
+    notification = await state["repository"].retry_dead(notification_id)
+    await _offer(state, [notification_id])
+    return JSONResponse(notification)
+
+
+async def retry_dead_notifications(request: Request) -> JSONResponse:
+    """Put every dead notification (optionally of one recipient) back to pending."""
+    state = _state(request)
+    body = await request.body()
+    payload = RetryDeadRequest() if not body.strip() else await _parse_body(request, _retry_adapter)
+    ids = await state["repository"].retry_dead_matching(payload.recipient)
+    await _offer(state, ids[: state["queue"].capacity])
+    return JSONResponse(RetryDeadResult(retried=len(ids)))
 
 
 async def get_notification(request: Request) -> JSONResponse:
@@ -167,7 +218,10 @@ def build_routes() -> list[Route]:
         Route("/tasks", create_task, methods=["POST"]),
         Route("/tasks/{task_id}", get_task, methods=["GET"]),
         Route("/update-tasks", update_tasks, methods=["POST"]),
+        Route("/notifications", list_notifications, methods=["GET"]),
+        Route("/notifications/retry", retry_dead_notifications, methods=["POST"]),
         Route("/notifications/{notification_id}", get_notification, methods=["GET"]),
+        Route("/notifications/{notification_id}/retry", retry_notification, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]

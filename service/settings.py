@@ -8,6 +8,7 @@ environment anywhere else.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -71,6 +72,15 @@ class Settings(BaseSettings):
     # Shutdown: consumers may finish in-flight batches for this long. Keep it
     # below hypercorn's shutdown timeout (derived from it in __main__).
     drain_seconds: float = Field(default=10.0, ge=0)
+    # Minimum gap between two "my stream is full" NOTIFYs from one process.
+    backlog_notify_interval: float = Field(default=0.1, ge=0)
+
+    # --- retention --------------------------------------------------------
+    # Durations: seconds, or ISO 8601 such as P7D.
+    retention: timedelta = timedelta(days=7)
+    dead_retention: timedelta = timedelta(days=30)
+    prune_interval: float = Field(default=60.0, gt=0)
+    prune_batch_size: int = Field(default=1000, ge=1)
 
     @property
     def email_timeout(self) -> httpx.Timeout:

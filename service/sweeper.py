@@ -19,6 +19,7 @@ from anyio.abc import ObjectSendStream, TaskStatus
 from service.backoff import Backoff
 from service.errors import Unavailable
 from service.repository import DueCursor, Repository
+from service.wakeup import WakeUp
 
 logger = logging.getLogger(__name__)
 
@@ -27,25 +28,37 @@ _START = DueCursor(datetime.min.replace(tzinfo=UTC), UUID(int=0))
 
 class Sweeper:
     def __init__(
-        self, repository: Repository, *, page_size: int, interval: float, grace: float
+        self,
+        repository: Repository,
+        *,
+        page_size: int,
+        interval: float,
+        grace: float,
+        wake: WakeUp | None = None,
     ) -> None:
         self._repository = repository
         self._page_size = page_size
         self._interval = interval
         self._grace = grace
+        self._wake = wake or WakeUp()
 
-    async def sweep_once(self, sender: ObjectSendStream[UUID]) -> int:
+    async def sweep_once(
+        self, sender: ObjectSendStream[UUID], *, grace: float | None = None
+    ) -> int:
         """One pass over everything due now; returns how many ids were offered.
 
         Sending waits for room in the stream: that back-pressure is what keeps
-        memory bounded however large the backlog is.
+        memory bounded however large the backlog is. ``grace`` defaults to the
+        configured one; a wake-up from another replica's backlog uses 0, since
+        those rows are in that replica's stream, not in ours.
         """
+        grace = self._grace if grace is None else grace
         offered = 0
         for notification_id in await self._repository.expired_leases(self._page_size):
             await sender.send(notification_id)
             offered += 1
         cursor = _START
-        while page := await self._repository.due_pending(self._grace, cursor, self._page_size):
+        while page := await self._repository.due_pending(grace, cursor, self._page_size):
             for notification_id, _ in page:
                 await sender.send(notification_id)
             offered += len(page)
@@ -63,15 +76,16 @@ class Sweeper:
         """Sweep at start-up and then every ``interval`` seconds, until cancelled."""
         outage_backoff = Backoff(base=self._interval, cap=30.0)
         consecutive_outages = 0
+        woken = False
         async with sender:
             task_status.started()
             while True:
                 try:
-                    offered = await self.sweep_once(sender)
+                    offered = await self.sweep_once(sender, grace=0.0 if woken else None)
                     consecutive_outages = 0
                     if offered:
                         logger.info("sweeper re-offered %d notifications", offered)
-                    await anyio.sleep(self._interval)
+                    woken = await self._wake.sleep(self._interval)
                 except Unavailable:
                     consecutive_outages += 1
                     logger.warning("database unavailable; sweeper backs off")

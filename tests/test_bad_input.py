@@ -36,9 +36,19 @@ async def world(client: httpx.AsyncClient) -> dict[str, int]:
         ('[{"task_id": 1}]', 422, "invalid_input", "[0].assignee_id"),
         ('[{"task_id": "1", "assignee_id": 1}]', 422, "invalid_input", "[0].task_id"),
         ('[{"task_id": 1, "assignee_id": -4}]', 422, "invalid_input", "[0].assignee_id"),
-        ('[{"task_id": 1, "assignee_id": 1, "status": "nope"}]', 422, "invalid_input", "[0].status"),
+        (
+            '[{"task_id": 1, "assignee_id": 1, "status": "nope"}]',
+            422,
+            "invalid_input",
+            "[0].status",
+        ),
         ('[{"task_id": 1, "assignee_id": 1, "title": ""}]', 422, "invalid_input", "[0].title"),
-        ('[{"task_id": 1, "assignee_id": 1, "due_at": "soon"}]', 422, "invalid_input", "[0].due_at"),
+        (
+            '[{"task_id": 1, "assignee_id": 1, "due_at": "soon"}]',
+            422,
+            "invalid_input",
+            "[0].due_at",
+        ),
         (
             '[{"task_id": 1, "assignee_id": 1, "due_at": "2026-01-01T00:00:00"}]',
             422,
@@ -142,7 +152,9 @@ async def test_invalid_user_is_refused(
     assert field in [d["field"] for d in response.json()["error"]["details"]]
 
 
-async def test_duplicate_email_is_a_conflict(client: httpx.AsyncClient, world: dict[str, int]) -> None:
+async def test_duplicate_email_is_a_conflict(
+    client: httpx.AsyncClient, world: dict[str, int]
+) -> None:
     response = await client.post("/users", json={"email": "ANN@example.com", "name": "Ann 2"})
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "conflict"

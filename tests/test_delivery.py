@@ -9,16 +9,16 @@ import anyio
 import asyncpg
 import httpx
 import respx
-from anyio.lowlevel import checkpoint
 from anyio import wait_all_tasks_blocked
+from anyio.lowlevel import checkpoint
 
 from service.database import create_pool
 from service.models import TaskUpdate
 from service.repository import Repository
 from service.settings import Settings
 from tests.conftest import POSTMARK_URL, app_client, make_settings
-from tests.support.api import create_task, create_user, wait_for_statuses
-from tests.support.postmark import HeldProvider, accept_all, sent_messages
+from tests.support.api import create_task, create_user, fetch_one, wait_for_statuses
+from tests.support.postmark import FailFirst, HeldProvider, accept_all, sent_messages
 
 
 async def _reassign_to_new_users(client: httpx.AsyncClient, count: int) -> list[str]:
@@ -83,7 +83,7 @@ async def test_provider_error_is_retried_and_the_consumer_lives_on(
 ) -> None:
     with respx.mock(base_url=POSTMARK_URL) as provider:
         route = provider.post("/email/batch").mock(
-            side_effect=[httpx.Response(500, text="boom"), accept_all, accept_all]
+            side_effect=FailFirst([httpx.Response(500, text="boom")])
         )
         (first,) = await _reassign_to_new_users(client, 1)
         await wait_for_statuses(db, {"sent": 1})
@@ -158,7 +158,7 @@ async def test_past_the_drain_deadline_unsent_rows_stay_pending(
             await _reassign_to_new_users(client, 1)
             await held.called.wait()
     await checkpoint()
-    row = await db.fetchrow("SELECT status::text, lease_token, last_error FROM notifications")
+    row = await fetch_one(db, "SELECT status::text, lease_token, last_error FROM notifications")
     assert row["status"] == "pending"
     assert row["lease_token"] is None
     assert "interrupted" in row["last_error"]

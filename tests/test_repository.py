@@ -13,6 +13,7 @@ from service.database import create_pool
 from service.models import TaskUpdate
 from service.repository import RecordedOutcome, Repository
 from service.settings import Settings
+from tests.support.api import fetch_one
 
 
 @pytest.fixture
@@ -50,14 +51,14 @@ async def test_a_stale_worker_cannot_overwrite_a_reclaimed_row(
     late = RecordedOutcome(notification_id, "dead", error="stale worker's verdict")
     assert await repository.record_outcomes(stale, [late]) == set()
     assert await repository.renew_lease([notification_id], stale, 30) == set()
-    row = await db.fetchrow("SELECT status::text, lease_token FROM notifications")
+    row = await fetch_one(db, "SELECT status::text, lease_token FROM notifications")
     assert (row["status"], row["lease_token"]) == ("sending", fresh)
 
     sent = RecordedOutcome(notification_id, "sent", provider_message_id="pm-1")
     assert await repository.record_outcomes(fresh, [sent]) == {notification_id}
     # Once finished, no token can change it again.
     assert await repository.record_outcomes(fresh, [late]) == set()
-    row = await db.fetchrow("SELECT status::text, attempts, sent_at FROM notifications")
+    row = await fetch_one(db, "SELECT status::text, attempts, sent_at FROM notifications")
     assert row["status"] == "sent"
     assert row["attempts"] == 2
     assert row["sent_at"] is not None

@@ -18,6 +18,7 @@ import anyio
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
+# Float slack in tokens and seconds; see ``acquire``.
 _TOLERANCE = 1e-9
 
 
@@ -77,7 +78,7 @@ class RateLimiter:
             remaining = float(n)
             while True:
                 pause = self._paused_until - self._clock()
-                if pause > 0:
+                if pause > _TOLERANCE:
                     await self._sleep(pause)
                     continue
                 if self._rate is None or remaining <= 0:

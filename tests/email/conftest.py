@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from typing import Any
 
 import httpx
 import pytest
@@ -20,7 +21,7 @@ def anyio_backend() -> str:
 def make_message() -> MessageFactory:
     """Build a message whose notification id is ``n-<index>``; keywords override fields."""
 
-    def factory(index: int = 0, **overrides: object) -> EmailMessage:
+    def factory(index: int = 0, **overrides: Any) -> EmailMessage:
         notification_id = f"n-{index}"
         message = EmailMessage(
             notification_id=notification_id,

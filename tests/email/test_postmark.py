@@ -221,9 +221,7 @@ async def test_more_than_500_messages_are_split(
     assert {r.outcome for r in results} == {Outcome.ACCEPTED}
 
 
-async def test_empty_batch_makes_no_call(
-    provider: PostmarkProvider, api: respx.MockRouter
-) -> None:
+async def test_empty_batch_makes_no_call(provider: PostmarkProvider, api: respx.MockRouter) -> None:
     route = api.post("/email/batch")
 
     assert await provider.send_batch([]) == []

@@ -165,9 +165,7 @@ async def test_429_is_retried_after_the_advertised_delay(
     headers: dict[str, str],
     expected: float | None,
 ) -> None:
-    api.post("/emails/batch").respond(
-        429, headers=headers, json=_error(429, "rate_limit_exceeded")
-    )
+    api.post("/emails/batch").respond(429, headers=headers, json=_error(429, "rate_limit_exceeded"))
 
     results = await provider.send_batch([make_message(0)])
 

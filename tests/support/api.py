@@ -24,7 +24,7 @@ async def create_task(client: httpx.AsyncClient, title: str, **fields: Any) -> i
 
 
 async def wait_for_statuses(
-    db: asyncpg.Connection, expected: dict[str, int], timeout: float = 10.0
+    db: asyncpg.Connection, expected: dict[str, int], within: float = 10.0
 ) -> dict[str, int]:
     """Wait until the outbox holds exactly ``expected`` rows per status.
 
@@ -32,7 +32,7 @@ async def wait_for_statuses(
     outbox is the observable effect; this polls it with a deadline.
     """
     counts: dict[str, int] = {}
-    with anyio.move_on_after(timeout):
+    with anyio.move_on_after(within):
         while True:
             rows = await db.fetch(
                 "SELECT status::text, count(*) AS n FROM notifications GROUP BY status"
@@ -42,3 +42,10 @@ async def wait_for_statuses(
                 return counts
             await anyio.sleep(0.01)
     raise AssertionError(f"outbox never reached {expected}; last seen {counts}")
+
+
+async def fetch_one(db: asyncpg.Connection, query: str, *args: Any) -> asyncpg.Record:
+    """The one row ``query`` returns; fails the test if there is none."""
+    row = await db.fetchrow(query, *args)
+    assert row is not None, f"no row for: {query}"
+    return row

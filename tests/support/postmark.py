@@ -36,3 +36,13 @@ class HeldProvider:
         self.called.set()
         await self.release.wait()
         return accept_all(request)
+
+
+class FailFirst:
+    """Answers with the given failures first, then accepts everything."""
+
+    def __init__(self, failures: list[httpx.Response]) -> None:
+        self._failures = list(failures)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        return self._failures.pop(0) if self._failures else accept_all(request)

@@ -1,0 +1,55 @@
+"""Pruning of finished outbox rows, so the table does not grow without bound."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import anyio
+from anyio.abc import TaskStatus
+
+from service.errors import Unavailable
+from service.repository import Repository
+
+logger = logging.getLogger(__name__)
+
+
+class Pruner:
+    def __init__(
+        self,
+        repository: Repository,
+        *,
+        sent_retention: timedelta,
+        dead_retention: timedelta,
+        batch_size: int,
+        interval: float,
+    ) -> None:
+        self._repository = repository
+        self._policies = (("sent", sent_retention), ("dead", dead_retention))
+        self._batch_size = batch_size
+        self._interval = interval
+
+    async def prune_once(self) -> int:
+        """Delete every expired row, one small batch at a time."""
+        total = 0
+        for status, age in self._policies:
+            while True:
+                deleted = await self._repository.prune_finished(status, age, self._batch_size)
+                total += deleted
+                if deleted < self._batch_size:
+                    break
+                await anyio.lowlevel.checkpoint()  # let requests in between batches
+        return total
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            try:
+                deleted = await self.prune_once()
+                if deleted:
+                    logger.info("pruned %d finished notifications", deleted)
+            except Unavailable:
+                logger.warning("database unavailable; pruning postponed")
+            except Exception:
+                logger.exception("pruning failed")
+            await anyio.sleep(self._interval)
