@@ -12,9 +12,11 @@ from contextlib import contextmanager
 import anyio
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from pydantic import ValidationError
 
 from service.app import create_app
 from service.embedded import embedded_postgres
+from service.logs import configure_logging
 from service.migrations import migrate
 from service.settings import Settings
 
@@ -80,10 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
     args = parser.parse_args(argv)
-    settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        # Name each bad setting as its environment variable; never echo values.
+        for error in exc.errors(include_input=False, include_url=False):
+            where = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+            sys.stderr.write(f"invalid configuration: {where}: {error['msg']}\n")
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
     with resolved_database(settings) as resolved:
         assert resolved.database_url is not None
         if args.command == "migrate":

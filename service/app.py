@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import logging
+from importlib.metadata import version
 
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from service.api_docs import render_api_docs
+from service.auth import ApiKeys, AuthMiddleware
+from service.body_limit import BodyLimitMiddleware
 from service.errors import ServiceError
 from service.lifespan import FatalHandler, make_lifespan
+from service.metrics import Metrics
+from service.observability import ObservabilityMiddleware
+from service.openapi import build_openapi
+from service.operations import OPERATIONS, build_routes
 from service.request_id import RequestIdMiddleware
 from service.responses import JSONResponse, error_response
-from service.routes import build_routes
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+TITLE = "Task notification service"
 
 
 def _log_fatal(name: str) -> None:
@@ -42,16 +52,39 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=500)
 
 
+def _open_paths(settings: Settings) -> frozenset[str]:
+    paths = {op.path for op in OPERATIONS if op.open} | {"/openapi.json", "/docs"}
+    if settings.metrics_require_auth:
+        paths.discard("/metrics")
+    return frozenset(paths)
+
+
 def create_app(settings: Settings, on_fatal: FatalHandler = _log_fatal) -> Starlette:
     """Build the ASGI app. ``on_fatal`` is called if a background task dies;
     the server passes a callback that shuts the process down."""
-    return Starlette(
-        routes=build_routes(),
-        middleware=[Middleware(RequestIdMiddleware)],
+    metrics = Metrics()
+    keys = ApiKeys(settings.api_key_map)
+    if not keys.enabled:
+        logger.warning("API_KEYS is not set: the API is OPEN to anyone who can reach it")
+    routes = build_routes()
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(ObservabilityMiddleware, metrics=metrics, routes=routes),
+            Middleware(AuthMiddleware, keys=keys, open_paths=_open_paths(settings)),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        ],
         exception_handlers={
             ServiceError: _service_error,
             HTTPException: _http_error,
             Exception: _unexpected_error,
         },
-        lifespan=make_lifespan(settings, on_fatal),
+        lifespan=make_lifespan(settings, on_fatal, metrics),
     )
+    document = build_openapi(
+        OPERATIONS, title=TITLE, version=version("task-notify-service"), secured=keys.enabled
+    )
+    app.state.openapi_json = orjson.dumps(document)
+    app.state.api_docs_html = render_api_docs(document)
+    return app

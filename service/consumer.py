@@ -8,8 +8,10 @@ database connection is held while the provider is called.
 from __future__ import annotations
 
 import logging
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 import anyio
@@ -22,6 +24,7 @@ from service.email.ratelimit import RateLimiter
 from service.email.render import Renderer
 from service.errors import Unavailable
 from service.health import Health
+from service.metrics import Metrics
 from service.models import OutboxRow
 from service.repository import RecordedOutcome, Repository
 
@@ -52,6 +55,7 @@ class Deliverer:
         rate_limiter: RateLimiter,
         health: Health,
         policy: DeliveryPolicy,
+        metrics: Metrics,
     ) -> None:
         self._repository = repository
         self._provider = provider
@@ -60,6 +64,7 @@ class Deliverer:
         self._rate_limiter = rate_limiter
         self._health = health
         self._policy = policy
+        self._metrics = metrics
 
     async def deliver(self, ids: Sequence[UUID]) -> None:
         """Claim what is still claimable among ``ids`` and deliver it."""
@@ -81,6 +86,7 @@ class Deliverer:
             await self._record(token, [_release(row, f"delivery {reason}") for row in rows])
             raise
         await self._record(token, outcomes)
+        _log_outcomes(rows, outcomes)
 
     async def _send_under_lease(self, rows: list[OutboxRow], token: UUID) -> list[RecordedOutcome]:
         if not rows:
@@ -113,15 +119,27 @@ class Deliverer:
             results = await self._provider.send_batch(chunk)
             if len(results) != len(chunk):  # a provider bug; never guess which is which
                 results = [SendResult.retry("provider returned a wrong result count")] * len(chunk)
+            self._count_call(results)
             for message, result in zip(chunk, results, strict=True):
                 outcomes.append(self._outcome(rows_by_id[message.notification_id], result))
         return outcomes
+
+    def _count_call(self, results: list[SendResult]) -> None:
+        provider = self._provider.name
+        kinds = {result.outcome for result in results}
+        call_outcome = kinds.pop().value if len(kinds) == 1 else "mixed"
+        self._metrics.provider_calls.labels(provider, call_outcome).inc()
+        for result in results:
+            self._metrics.provider_messages.labels(provider, result.outcome.value).inc()
 
     def _outcome(self, row: OutboxRow, result: SendResult) -> RecordedOutcome:
         reason = _describe(result)
         match result.outcome:
             case Outcome.ACCEPTED:
                 self._health.provider_accepted()
+                if row.created_at is not None:
+                    latency = (datetime.now(UTC) - row.created_at).total_seconds()
+                    self._metrics.delivery_latency.observe(max(0.0, latency))
                 return RecordedOutcome(
                     row.id, "sent", provider_message_id=result.provider_message_id
                 )
@@ -165,10 +183,32 @@ class Deliverer:
                 )
                 return
             fenced = len(outcomes) - len(written)
+            self._metrics.fenced_results.inc(fenced)
             if fenced:
                 logger.warning(
                     "%d results not recorded: the lease passed to another worker", fenced
                 )
+
+
+def _log_outcomes(rows: list[OutboxRow], outcomes: list[RecordedOutcome]) -> None:
+    """One line per originating request, carrying its request id."""
+    request_ids = {row.id: row.request_id for row in rows}
+    by_request: dict[str | None, list[RecordedOutcome]] = defaultdict(list)
+    for outcome in outcomes:
+        by_request[request_ids.get(outcome.notification_id)].append(outcome)
+    for request_id, group in by_request.items():
+        counts = Counter(outcome.status for outcome in group)
+        logger.info(
+            "notifications delivered: %d sent, %d to retry, %d dead",
+            counts["sent"],
+            counts["pending"],
+            counts["dead"],
+            extra={
+                "request_id": request_id,
+                "notification_ids": [str(outcome.notification_id) for outcome in group],
+                "errors": sorted({o.error for o in group if o.error}),
+            },
+        )
 
 
 def _describe(result: SendResult) -> str:

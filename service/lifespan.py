@@ -29,10 +29,12 @@ from service.email.ratelimit import RateLimiter
 from service.email.registry import build_provider
 from service.email.render import Renderer, parse_address
 from service.health import Health
+from service.metrics import Metrics
 from service.queue import MemoryStreamQueue
 from service.repository import Repository
 from service.retention import Pruner
 from service.settings import Settings
+from service.stats import OutboxStats
 from service.sweeper import Sweeper
 from service.wakeup import BacklogBroadcaster, WakeUp, new_instance_id, run_listener
 
@@ -40,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 # Closing the pool waits for connections in use; past this it terminates them.
 _POOL_CLOSE_TIMEOUT_SECONDS = 5.0
+# Readers of outbox counts (/metrics, /readyz, dashboard) share one query this often.
+_OUTBOX_STATS_TTL_SECONDS = 2.0
 
 FatalHandler = Callable[[str], None]
 
@@ -52,6 +56,8 @@ class AppState(TypedDict):
     queue: MemoryStreamQueue
     health: Health
     backlog: BacklogBroadcaster
+    metrics: Metrics
+    outbox_stats: OutboxStats
 
 
 class _Startable(Protocol):
@@ -105,7 +111,9 @@ class _Parts:
     background: dict[str, _Startable]
 
 
-def _assemble(settings: Settings, pool: asyncpg.Pool, http_client: httpx.AsyncClient) -> _Parts:
+def _assemble(
+    settings: Settings, pool: asyncpg.Pool, http_client: httpx.AsyncClient, metrics: Metrics
+) -> _Parts:
     assert settings.database_url is not None
     health = Health()
     repository = Repository(pool)
@@ -125,12 +133,14 @@ def _assemble(settings: Settings, pool: asyncpg.Pool, http_client: httpx.AsyncCl
             max_attempts=settings.max_attempts,
             backoff=Backoff(settings.retry_base_seconds, settings.retry_max_seconds),
         ),
+        metrics=metrics,
     )
     sweeper = Sweeper(
         repository,
         page_size=settings.batch_size,
         interval=settings.sweep_interval,
         grace=settings.sweep_grace,
+        metrics=metrics,
         wake=wake,
     )
     pruner = Pruner(
@@ -142,7 +152,13 @@ def _assemble(settings: Settings, pool: asyncpg.Pool, http_client: httpx.AsyncCl
     )
     return _Parts(
         state=AppState(
-            settings=settings, repository=repository, queue=queue, health=health, backlog=backlog
+            settings=settings,
+            repository=repository,
+            queue=queue,
+            health=health,
+            backlog=backlog,
+            metrics=metrics,
+            outbox_stats=OutboxStats(repository, ttl=_OUTBOX_STATS_TTL_SECONDS),
         ),
         deliverer=deliverer,
         background={
@@ -163,8 +179,12 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
 
 
 def make_lifespan(
-    settings: Settings, on_fatal: FatalHandler
+    settings: Settings, on_fatal: FatalHandler, metrics: Metrics
 ) -> Callable[[Starlette], AbstractAsyncContextManager[AppState]]:
+    def task_died(name: str) -> None:
+        metrics.background_failures.labels(name).inc()
+        on_fatal(name)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
         async with AsyncExitStack() as resources:
@@ -173,7 +193,7 @@ def make_lifespan(
             http_client = await resources.enter_async_context(
                 httpx.AsyncClient(timeout=settings.email_timeout, limits=settings.email_limits)
             )
-            parts = _assemble(settings, pool, http_client)
+            parts = _assemble(settings, pool, http_client, metrics)
             state, health, queue = parts.state, parts.state["health"], parts.state["queue"]
             consumers_running = _RunningTasks()
             async with anyio.create_task_group() as consumers:
@@ -187,12 +207,12 @@ def make_lifespan(
                     )
                     name = f"consumer-{index}"
                     await consumers.start(
-                        _supervised, name, consumer, health, on_fatal, consumers_running
+                        _supervised, name, consumer, health, task_died, consumers_running
                     )
                 try:
                     async with anyio.create_task_group() as background:
                         for name, task in parts.background.items():
-                            await background.start(_supervised, name, task, health, on_fatal)
+                            await background.start(_supervised, name, task, health, task_died)
                         yield state
                         background.cancel_scope.cancel()
                 finally:

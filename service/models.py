@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -136,6 +136,38 @@ class RetryDeadResult(BaseModel):
     retried: int
 
 
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    # Validation errors: a list of {field, message, type}; others: any JSON.
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """Every error response has this shape."""
+
+    error: ErrorDetail
+
+
+class ProviderState(BaseModel):
+    state: Literal["ok", "halted"]
+    reason: str | None = None
+    retry_in_seconds: float | None = None
+
+
+class QueueState(BaseModel):
+    used: int
+    capacity: int
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    database: str
+    background_tasks: str | dict[str, str]
+    provider: ProviderState
+    queue: QueueState
+
+
 class TaskSnapshot(BaseModel):
     """A task as the reassigning transaction left it; what the e-mail tells."""
 
@@ -154,3 +186,5 @@ class OutboxRow(BaseModel):
     tasks: list[TaskSnapshot]
     attempts: int
     request_id: str | None = None
+    # When the transaction that wrote it committed (near enough): for latency.
+    created_at: datetime | None = None

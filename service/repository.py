@@ -14,7 +14,7 @@ worker whose lease expired can never overwrite the row's newer state.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,7 +24,7 @@ from uuid import UUID
 import asyncpg
 from pydantic import ValidationError
 
-from service.errors import Conflict, NotFound, Unavailable, UnknownReferences
+from service.errors import Conflict, InvalidInput, NotFound, Unavailable, UnknownReferences
 from service.models import (
     CreateTask,
     CreateUser,
@@ -119,6 +119,44 @@ _NOTIFICATION_COLUMNS = """
     last_error, provider_message_id, created_at, sent_at
 """
 
+# Taking a key: a fresh insert, or the takeover of an expired one. While
+# another transaction holds the same key uncommitted, this waits for it, so
+# two concurrent requests with one key do the work once.
+TAKE_IDEMPOTENCY_KEY = """
+INSERT INTO idempotency_keys
+    (caller, key, request_hash, response_status, response_body, expires_at)
+VALUES ($1, $2, $3, 0, '', now() + $4::interval)
+ON CONFLICT (caller, key) DO UPDATE SET
+    request_hash = EXCLUDED.request_hash,
+    response_status = 0,
+    response_body = '',
+    created_at = now(),
+    expires_at = EXCLUDED.expires_at
+WHERE idempotency_keys.expires_at < now()
+RETURNING true
+"""
+
+SELECT_IDEMPOTENT_RESPONSE = """
+SELECT request_hash, response_status, response_body FROM idempotency_keys
+WHERE caller = $1 AND key = $2
+"""
+
+STORE_IDEMPOTENT_RESPONSE = """
+UPDATE idempotency_keys SET response_status = $3, response_body = $4
+WHERE caller = $1 AND key = $2
+"""
+
+PRUNE_IDEMPOTENCY_KEYS = """
+WITH doomed AS (
+    SELECT caller, key FROM idempotency_keys WHERE expires_at < now()
+    LIMIT $1 FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM idempotency_keys k USING doomed d
+    WHERE k.caller = d.caller AND k.key = d.key RETURNING 1
+)
+SELECT count(*) FROM deleted
+"""
+
 SELECT_NOTIFICATION = f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE id = $1"
 
 # Claim the given rows if they are still claimable: pending and due, or
@@ -140,7 +178,8 @@ UPDATE notifications n SET
     attempts = n.attempts + 1
 FROM claimable c
 WHERE n.id = c.id
-RETURNING n.id, n.recipient_email, n.recipient_name, n.tasks, n.attempts, n.request_id
+RETURNING n.id, n.recipient_email, n.recipient_name, n.tasks, n.attempts, n.request_id,
+          n.created_at
 """
 
 RENEW_LEASE = """
@@ -230,6 +269,16 @@ SELECT count(*) FROM deleted
 
 NOTIFY = "SELECT pg_notify($1, $2)"
 
+# One count per status, each an index scan of that status only.
+OUTBOX_COUNTS = """
+SELECT
+    (SELECT coalesce(jsonb_object_agg(s.status, (
+        SELECT count(*) FROM notifications n WHERE n.status = s.status)), '{}'::jsonb)
+     FROM unnest(enum_range(NULL::notification_status)) AS s(status)) AS by_status,
+    (SELECT extract(epoch FROM now() - min(created_at))::float8
+     FROM notifications WHERE status = 'pending') AS oldest_pending_age
+"""
+
 # Translated to Unavailable: the database cannot be reached or is restarting.
 _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -279,6 +328,28 @@ class DueCursor:
 
     next_attempt_at: datetime
     notification_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    caller: str
+    key: str
+    request_hash: bytes
+    ttl: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """The response the first request with an idempotency key received."""
+
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxCounts:
+    by_status: dict[str, int]
+    oldest_pending_age_seconds: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,35 +414,41 @@ class Repository:
     ) -> UpdateOutcome:
         """Apply every update and write the outbox rows, all or nothing."""
         async with self._connection() as conn:
-            try:
-                row = _present(
-                    await conn.fetchrow(
-                        UPDATE_TASKS,
-                        [u.task_id for u in updates],
-                        [u.assignee_id for u in updates],
-                        [u.status for u in updates],
-                        [u.title for u in updates],
-                        [u.due_at for u in updates],
-                        [u.due_at_given for u in updates],
-                        request_id,
-                    )
-                )
-            except asyncpg.ForeignKeyViolationError as exc:
-                # Only possible if a user vanished between check and write.
-                raise UnknownReferences("an assignee does not exist") from exc
-        missing_tasks, missing_assignees = row["missing_task_ids"], row["missing_assignee_ids"]
-        if missing_tasks or missing_assignees:
-            raise UnknownReferences(
-                _describe_missing(missing_tasks, missing_assignees),
-                details={
-                    "missing_task_ids": list(missing_tasks),
-                    "missing_assignee_ids": list(missing_assignees),
-                },
+            return await _update_tasks(conn, updates, request_id)
+
+    async def update_tasks_once(
+        self,
+        updates: Sequence[TaskUpdate],
+        request_id: str | None,
+        key: IdempotencyKey,
+        render: Callable[[UpdateOutcome], bytes],
+    ) -> UpdateOutcome | StoredResponse:
+        """Like ``update_tasks``, but at most once per idempotency key.
+
+        Returns the new outcome (whose rendered response is stored with the
+        update, in one transaction), or the response stored by the first
+        request with this key. A failed update stores nothing, so the key
+        can be used again.
+        """
+        async with self._connection() as conn, conn.transaction():
+            taken = await conn.fetchval(
+                TAKE_IDEMPOTENCY_KEY, key.caller, key.key, key.request_hash, key.ttl
             )
-        return UpdateOutcome(
-            tasks=[Task.model_validate(task) for task in row["updated"]],
-            notification_ids=list(row["notification_ids"]),
-        )
+            if not taken:
+                stored = _present(
+                    await conn.fetchrow(SELECT_IDEMPOTENT_RESPONSE, key.caller, key.key)
+                )
+                if stored["request_hash"] != key.request_hash:
+                    raise InvalidInput(
+                        "this Idempotency-Key was already used with a different request body",
+                        details=[
+                            {"field": "Idempotency-Key", "message": "reused with another body"}
+                        ],
+                    )
+                return StoredResponse(stored["response_status"], stored["response_body"])
+            outcome = await _update_tasks(conn, updates, request_id)
+            await conn.execute(STORE_IDEMPOTENT_RESPONSE, key.caller, key.key, 200, render(outcome))
+            return outcome
 
     async def get_notification(self, notification_id: UUID) -> Notification:
         async with self._connection() as conn:
@@ -420,6 +497,16 @@ class Repository:
         """Delete up to ``limit`` finished rows; returns how many went."""
         async with self._connection() as conn:
             deleted: int = await conn.fetchval(PRUNE_FINISHED, status, older_than, limit)
+        return deleted
+
+    async def outbox_counts(self) -> OutboxCounts:
+        async with self._connection() as conn:
+            row = _present(await conn.fetchrow(OUTBOX_COUNTS))
+        return OutboxCounts(dict(row["by_status"]), row["oldest_pending_age"])
+
+    async def prune_idempotency_keys(self, limit: int) -> int:
+        async with self._connection() as conn:
+            deleted: int = await conn.fetchval(PRUNE_IDEMPOTENCY_KEYS, limit)
         return deleted
 
     async def notify(self, channel: str, payload: str) -> None:
@@ -485,6 +572,42 @@ class Repository:
         async with self._connection() as conn:
             rows = await conn.fetch(SELECT_EXPIRED_LEASES, limit)
         return [row["id"] for row in rows]
+
+
+async def _update_tasks(
+    conn: asyncpg.pool.PoolConnectionProxy[Any],
+    updates: Sequence[TaskUpdate],
+    request_id: str | None,
+) -> UpdateOutcome:
+    try:
+        row = _present(
+            await conn.fetchrow(
+                UPDATE_TASKS,
+                [u.task_id for u in updates],
+                [u.assignee_id for u in updates],
+                [u.status for u in updates],
+                [u.title for u in updates],
+                [u.due_at for u in updates],
+                [u.due_at_given for u in updates],
+                request_id,
+            )
+        )
+    except asyncpg.ForeignKeyViolationError as exc:
+        # Only possible if a user vanished between check and write.
+        raise UnknownReferences("an assignee does not exist") from exc
+    missing_tasks, missing_assignees = row["missing_task_ids"], row["missing_assignee_ids"]
+    if missing_tasks or missing_assignees:
+        raise UnknownReferences(
+            _describe_missing(missing_tasks, missing_assignees),
+            details={
+                "missing_task_ids": list(missing_tasks),
+                "missing_assignee_ids": list(missing_assignees),
+            },
+        )
+    return UpdateOutcome(
+        tasks=[Task.model_validate(task) for task in row["updated"]],
+        notification_ids=list(row["notification_ids"]),
+    )
 
 
 def _present(row: asyncpg.Record | None) -> asyncpg.Record:

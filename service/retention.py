@@ -39,6 +39,10 @@ class Pruner:
                 if deleted < self._batch_size:
                     break
                 await anyio.lowlevel.checkpoint()  # let requests in between batches
+        while (expired := await self._repository.prune_idempotency_keys(self._batch_size)) > 0:
+            total += expired
+            if expired < self._batch_size:
+                break
         return total
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

@@ -8,15 +8,35 @@ environment anywhere else.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
 import httpx
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderName = Literal["console", "file", "postmark", "resend", "mailpit"]
+
+
+_CALLER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def parse_api_keys(raw: str) -> dict[str, str]:
+    """``"billing:k1,reports:k2"`` -> ``{"billing": "k1", "reports": "k2"}``.
+
+    Errors name the position of the bad entry, never the key itself.
+    """
+    keys: dict[str, str] = {}
+    for position, entry in enumerate(filter(None, (e.strip() for e in raw.split(","))), 1):
+        name, separator, key = entry.partition(":")
+        if not separator or not _CALLER_NAME.match(name) or not key:
+            raise ValueError(f"API_KEYS entry {position} is not name:key")
+        if name in keys:
+            raise ValueError(f"API_KEYS names {name!r} twice")
+        keys[name] = key
+    return keys
 
 
 class Settings(BaseSettings):
@@ -29,6 +49,15 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     environment: Literal["development", "production"] = "development"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    # --- API ----------------------------------------------------------------
+    # Comma-separated name:key pairs. Unset: the API is open (refused in production).
+    api_keys: SecretStr | None = None
+    metrics_require_auth: bool = False
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    update_max_items: int = Field(default=1000, ge=1)
+    idempotency_ttl: timedelta = timedelta(hours=24)
 
     # --- database ---------------------------------------------------------
     # Unset: an embedded PostgreSQL is started with its data under DATA_DIR.
@@ -81,6 +110,32 @@ class Settings(BaseSettings):
     dead_retention: timedelta = timedelta(days=30)
     prune_interval: float = Field(default=60.0, gt=0)
     prune_batch_size: int = Field(default=1000, ge=1)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys_are_pairs(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_api_keys(value.get_secret_value())  # raises ValueError naming the problem
+        return value
+
+    @model_validator(mode="after")
+    def _production_is_locked_down(self) -> Settings:
+        if self.environment == "production":
+            if not self.api_key_map:
+                raise ValueError("ENVIRONMENT=production requires API_KEYS")
+            if self.email_provider in ("console", "file"):
+                raise ValueError(
+                    f"ENVIRONMENT=production refuses EMAIL_PROVIDER={self.email_provider}: "
+                    "it does not deliver e-mail"
+                )
+        return self
+
+    @property
+    def api_key_map(self) -> dict[str, str]:
+        """Caller name -> key; empty when the API is open."""
+        if self.api_keys is None:
+            return {}
+        return parse_api_keys(self.api_keys.get_secret_value())
 
     @property
     def email_timeout(self) -> httpx.Timeout:

@@ -18,6 +18,7 @@ from anyio.abc import ObjectSendStream, TaskStatus
 
 from service.backoff import Backoff
 from service.errors import Unavailable
+from service.metrics import Metrics
 from service.repository import DueCursor, Repository
 from service.wakeup import WakeUp
 
@@ -34,6 +35,7 @@ class Sweeper:
         page_size: int,
         interval: float,
         grace: float,
+        metrics: Metrics,
         wake: WakeUp | None = None,
     ) -> None:
         self._repository = repository
@@ -41,6 +43,7 @@ class Sweeper:
         self._interval = interval
         self._grace = grace
         self._wake = wake or WakeUp()
+        self._metrics = metrics
 
     async def sweep_once(
         self, sender: ObjectSendStream[UUID], *, grace: float | None = None
@@ -57,11 +60,13 @@ class Sweeper:
         for notification_id in await self._repository.expired_leases(self._page_size):
             await sender.send(notification_id)
             offered += 1
+            self._metrics.sweeper_recoveries.labels("expired_lease").inc()
         cursor = _START
         while page := await self._repository.due_pending(grace, cursor, self._page_size):
             for notification_id, _ in page:
                 await sender.send(notification_id)
             offered += len(page)
+            self._metrics.sweeper_recoveries.labels("due_pending").inc(len(page))
             cursor = page[-1][1]
             if len(page) < self._page_size:
                 break
