@@ -16,6 +16,7 @@ from service.errors import ServiceError
 from service.responses import error_response
 
 ANONYMOUS = "anonymous"
+CALLER_SCOPE_KEY = "service.caller"
 current_caller: ContextVar[str] = ContextVar("caller", default=ANONYMOUS)
 
 
@@ -78,6 +79,8 @@ class AuthMiddleware:
             )
             await response(scope, receive, send)
             return
+        # Outer middleware (the access log) runs after the context var is reset.
+        scope[CALLER_SCOPE_KEY] = caller
         reset = current_caller.set(caller)
         try:
             await self.app(scope, receive, send)

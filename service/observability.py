@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.auth import ANONYMOUS, CALLER_SCOPE_KEY
 from service.metrics import Metrics
+from service.request_id import current_request_id
 
 logger = logging.getLogger("service.access")
 
@@ -61,5 +63,7 @@ class ObservabilityMiddleware:
                     "route": route,
                     "status": status,
                     "duration_ms": round(duration * 1000, 2),
+                    "caller": scope.get(CALLER_SCOPE_KEY, ANONYMOUS),
+                    "request_id": current_request_id.get(),
                 },
             )

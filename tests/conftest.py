@@ -23,6 +23,7 @@ from service.app import create_app
 from service.migrations import migrate
 from service.settings import Settings
 from tests.support.database import admin_url_or_none, database_url, start_embedded_server
+from tests.support.settings import settings_from
 
 POSTMARK_URL = "https://postmark.test"
 
@@ -74,7 +75,9 @@ async def db_url(migrated_database: str) -> str:
     """The session database, emptied before the test."""
     conn = await asyncpg.connect(migrated_database)
     try:
-        await conn.execute("TRUNCATE notifications, tasks, users RESTART IDENTITY CASCADE")
+        await conn.execute(
+            "TRUNCATE notifications, tasks, users, idempotency_keys RESTART IDENTITY CASCADE"
+        )
     finally:
         await conn.close()
     return migrated_database
@@ -106,7 +109,7 @@ def make_settings(db_url: str, **overrides: Any) -> Settings:
         "drain_seconds": 5.0,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return settings_from(**values)
 
 
 @pytest.fixture

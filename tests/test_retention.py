@@ -10,6 +10,7 @@ from service.database import create_pool
 from service.repository import Repository
 from service.retention import Pruner
 from service.settings import Settings
+from tests.support.settings import settings_from
 
 
 async def test_only_rows_finished_before_their_retention_are_pruned(
@@ -56,6 +57,6 @@ async def test_only_rows_finished_before_their_retention_are_pruned(
 
 
 def test_retention_settings_accept_iso_durations() -> None:
-    settings = Settings(_env_file=None, retention="P3D", dead_retention=86400)  # type: ignore[call-arg, arg-type]
+    settings = settings_from(retention="P3D", dead_retention=86400)
     assert settings.retention == timedelta(days=3)
     assert settings.dead_retention == timedelta(days=1)
