@@ -109,6 +109,16 @@ class Notification(BaseModel):
     sent_at: datetime | None
 
 
+class Attempt(BaseModel):
+    """One recorded delivery attempt of a notification."""
+
+    attempt: int
+    outcome: Literal["sent", "retry", "dead", "halted"]
+    error: str | None
+    provider_message_id: str | None
+    at: datetime
+
+
 class NotificationQuery(BaseModel):
     """Filters and paging for GET /notifications (query string)."""
 

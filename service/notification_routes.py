@@ -8,7 +8,13 @@ from pydantic import TypeAdapter
 from starlette.requests import Request
 
 from service.http_input import app_state, parse_body, parse_path, parse_query
-from service.models import NotificationPage, NotificationQuery, RetryDeadRequest, RetryDeadResult
+from service.models import (
+    Attempt,
+    NotificationPage,
+    NotificationQuery,
+    RetryDeadRequest,
+    RetryDeadResult,
+)
 from service.paging import decode_cursor, encode_cursor
 from service.repository import NotificationCursor
 from service.responses import JSONResponse
@@ -16,11 +22,18 @@ from service.routes import offer
 
 _uuid_adapter: TypeAdapter[UUID] = TypeAdapter(UUID)
 _retry_adapter: TypeAdapter[RetryDeadRequest] = TypeAdapter(RetryDeadRequest)
+_attempts_adapter: TypeAdapter[list[Attempt]] = TypeAdapter(list[Attempt])
 
 
 async def get_notification(request: Request) -> JSONResponse:
     notification_id = parse_path(request, "notification_id", _uuid_adapter)
     return JSONResponse(await app_state(request)["repository"].get_notification(notification_id))
+
+
+async def list_attempts(request: Request) -> JSONResponse:
+    notification_id = parse_path(request, "notification_id", _uuid_adapter)
+    attempts = await app_state(request)["repository"].attempts(notification_id)
+    return JSONResponse(_attempts_adapter.dump_json(attempts))
 
 
 async def list_notifications(request: Request) -> JSONResponse:

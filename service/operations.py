@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from service import notification_routes, ops_routes, routes
 from service.models import (
+    Attempt,
     CreateTask,
     CreateUser,
     Notification,
@@ -128,6 +129,16 @@ OPERATIONS: tuple[Operation, ...] = (
         notification_routes.get_notification,
         "Read a notification's delivery status",
         {200: Notification},
+        path_params={"notification_id": UUID},
+        errors=(404, 422),
+        tag="notifications",
+    ),
+    Operation(
+        "GET",
+        "/notifications/{notification_id}/attempts",
+        notification_routes.list_attempts,
+        "A notification's delivery attempts, oldest first",
+        {200: list[Attempt]},
         path_params={"notification_id": UUID},
         errors=(404, 422),
         tag="notifications",

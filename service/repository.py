@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from service.errors import Conflict, InvalidInput, NotFound, Unavailable, UnknownReferences
 from service.models import (
+    Attempt,
     CreateTask,
     CreateUser,
     Notification,
@@ -159,6 +160,11 @@ SELECT count(*) FROM deleted
 
 SELECT_NOTIFICATION = f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE id = $1"
 
+SELECT_ATTEMPTS = """
+SELECT attempt, outcome, error, provider_message_id, at FROM notification_attempts
+WHERE notification_id = $1 ORDER BY at, id
+"""
+
 # Claim the given rows if they are still claimable: pending and due, or
 # sending with an expired lease (its holder is presumed dead and is fenced
 # off by the new token). SKIP LOCKED lets replicas claim side by side.
@@ -188,7 +194,10 @@ WHERE id = ANY($1::uuid[]) AND lease_token = $2 AND status = 'sending'
 RETURNING id
 """
 
+# Results are written under the lease (compare-and-set on the token) and,
+# in the same statement, appended to the notification's attempt history.
 RECORD_OUTCOMES = """
+WITH recorded AS (
 UPDATE notifications n SET
     status = r.status::notification_status,
     attempts = n.attempts - r.refund,
@@ -204,7 +213,19 @@ UPDATE notifications n SET
 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::integer[])
     AS r(id, status, provider_message_id, error, delay, refund)
 WHERE n.id = r.id AND n.lease_token = $1 AND n.status = 'sending'
-RETURNING n.id
+RETURNING n.id, n.attempts + r.refund AS attempt, r.status, r.refund, r.error,
+          r.provider_message_id
+), history AS (
+    INSERT INTO notification_attempts
+        (notification_id, attempt, outcome, error, provider_message_id)
+    SELECT id, attempt,
+           CASE WHEN status <> 'pending' THEN status
+                WHEN refund > 0 THEN 'halted'
+                ELSE 'retry' END,
+           error, provider_message_id
+    FROM recorded
+)
+SELECT id FROM recorded
 """
 
 # The sweeper pages through due work in a stable order (keyset pagination),
@@ -456,6 +477,14 @@ class Repository:
         if row is None:
             raise NotFound(f"notification {notification_id} does not exist")
         return Notification.model_validate(dict(row))
+
+    async def attempts(self, notification_id: UUID) -> list[Attempt]:
+        """Every recorded attempt, oldest first; 404 if the notification is unknown."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(SELECT_ATTEMPTS, notification_id)
+        if not rows:
+            await self.get_notification(notification_id)  # raises NotFound if unknown
+        return [Attempt.model_validate(dict(row)) for row in rows]
 
     async def list_notifications(
         self,

@@ -17,6 +17,8 @@ class JSONResponse(Response):
     def render(self, content: Any) -> bytes:
         if isinstance(content, BaseModel):
             return content.model_dump_json().encode()
+        if isinstance(content, bytes):  # already serialized (e.g. by a TypeAdapter)
+            return content
         return orjson.dumps(content)
 
 

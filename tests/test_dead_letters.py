@@ -151,3 +151,21 @@ async def test_bad_listing_parameters_are_named(
     response = await client.get("/notifications", params=params)
     assert response.status_code == 422
     assert field in [d["field"] for d in response.json()["error"]["details"]]
+
+
+async def test_attempt_history_tells_each_outcome(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    with respx.mock(base_url=POSTMARK_URL) as provider:
+        route = provider.post("/email/batch").mock(side_effect=_reject("h@example.com"))
+        ids = await _notify(client, "h@example.com")
+        await wait_for_statuses(db, {"dead": 1})
+        route.side_effect = accept_all
+        await client.post(f"/notifications/{ids['h@example.com']}/retry")
+        await wait_for_statuses(db, {"sent": 1})
+    history = (await client.get(f"/notifications/{ids['h@example.com']}/attempts")).json()
+    assert [(a["attempt"], a["outcome"]) for a in history] == [(1, "dead"), (1, "sent")]
+    assert "406" in history[0]["error"]
+    assert history[1]["provider_message_id"]
+    unknown = await client.get(f"/notifications/{uuid.uuid4()}/attempts")
+    assert unknown.status_code == 404
