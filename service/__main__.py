@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import anyio
+from anyio.abc import TaskStatus
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from pydantic import ValidationError
@@ -48,9 +49,19 @@ def resolved_database(settings: Settings) -> Iterator[Settings]:
         yield settings.model_copy(update={"database_url": url})
 
 
+async def _stop_on_signal(
+    shutdown: anyio.Event, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for signum in signals:
+            logger.info("received %s; shutting down", signal.Signals(signum).name)
+            shutdown.set()
+            return
+
+
 async def _serve(settings: Settings) -> int:
     assert settings.database_url is not None
-    await migrate(settings.database_url)
     shutdown = anyio.Event()
     fatal: list[str] = []
 
@@ -59,18 +70,13 @@ async def _serve(settings: Settings) -> int:
         shutdown.set()
 
     async with anyio.create_task_group() as tg:
-
-        async def stop_on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for signum in signals:
-                    logger.info("received %s; shutting down", signal.Signals(signum).name)
-                    shutdown.set()
-                    return
-
-        tg.start_soon(stop_on_signal)
-        app = create_app(settings, on_fatal=on_fatal)
-        logger.info("serving on http://%s:%d", settings.host, settings.port)
-        await serve(app, hypercorn_config(settings), shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
+        # Handlers first: a SIGTERM during migrations still ends the process cleanly.
+        await tg.start(_stop_on_signal, shutdown)
+        await migrate(settings.database_url)
+        if not shutdown.is_set():
+            app = create_app(settings, on_fatal=on_fatal)
+            logger.info("serving on http://%s:%d", settings.host, settings.port)
+            await serve(app, hypercorn_config(settings), shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
         tg.cancel_scope.cancel()
     if fatal:
         logger.critical("stopped because background task(s) died: %s", ", ".join(fatal))

@@ -162,7 +162,7 @@ def _assemble(
         ),
         deliverer=deliverer,
         background={
-            "sweeper": partial(sweeper.run, queue.open_sender()),
+            "sweeper": partial(sweeper.run, queue),
             "listener": partial(run_listener, settings.database_url, wake, instance_id),
             "pruner": pruner.run,
             "backlog-notifier": backlog.run,

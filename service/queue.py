@@ -3,6 +3,10 @@
 The stream only carries hints. The outbox row is already committed when its
 id is published, so a hint that cannot be delivered (stream full, process
 shutting down) is simply dropped: the sweeper finds the row later.
+
+The queue remembers which ids are waiting in the stream, so the sweeper does
+not offer a row again while its earlier hint is still queued behind a slow
+provider (that would fill the stream with copies of the same few ids).
 """
 
 from __future__ import annotations
@@ -13,14 +17,18 @@ from typing import Protocol
 from uuid import UUID
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.abc import ObjectReceiveStream
 
 logger = logging.getLogger(__name__)
 
 
 class NotificationQueue(Protocol):
     async def publish(self, ids: Sequence[UUID]) -> int:
-        """Offer ids to the consumers; returns how many were taken."""
+        """Offer ids to the consumers without waiting long; returns how many were taken."""
+        ...
+
+    async def offer(self, notification_id: UUID) -> bool:
+        """Wait for room and queue the id, unless it is queued already."""
         ...
 
     def buffer_used(self) -> int: ...
@@ -29,13 +37,30 @@ class NotificationQueue(Protocol):
     def capacity(self) -> int: ...
 
 
+class _TrackingReceiver(ObjectReceiveStream[UUID]):
+    """One consumer's receive side; forgets each id as it is taken."""
+
+    def __init__(self, stream: ObjectReceiveStream[UUID], queued: set[UUID]) -> None:
+        self._stream = stream
+        self._queued = queued
+
+    async def receive(self) -> UUID:
+        notification_id = await self._stream.receive()
+        self._queued.discard(notification_id)
+        return notification_id
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
 class MemoryStreamQueue:
-    """A bounded anyio memory stream; publishing never blocks for long."""
+    """A bounded anyio memory stream of ids; memory is bounded by ``capacity``."""
 
     def __init__(self, capacity: int, send_timeout: float) -> None:
         self._capacity = capacity
         self._send_timeout = send_timeout
         self._send, self._receive = anyio.create_memory_object_stream[UUID](capacity)
+        self._queued: set[UUID] = set()
 
     @property
     def capacity(self) -> int:
@@ -46,31 +71,47 @@ class MemoryStreamQueue:
 
     def open_receiver(self) -> ObjectReceiveStream[UUID]:
         """A receive side for one consumer; it ends when the queue is closed."""
-        return self._receive.clone()
-
-    def open_sender(self) -> ObjectSendStream[UUID]:
-        """A send side for the sweeper, which may wait for room."""
-        return self._send.clone()
+        return _TrackingReceiver(self._receive.clone(), self._queued)
 
     async def publish(self, ids: Sequence[UUID]) -> int:
         taken = 0
-        try:
-            for notification_id in ids:
+        for notification_id in ids:
+            if notification_id in self._queued:
+                taken += 1
+                continue
+            # Marked before sending: a consumer may take it while we wait.
+            self._queued.add(notification_id)
+            try:
                 try:
                     self._send.send_nowait(notification_id)
                 except anyio.WouldBlock:
                     with anyio.move_on_after(self._send_timeout) as wait:
                         await self._send.send(notification_id)
                     if wait.cancelled_caught:
+                        self._queued.discard(notification_id)
                         break
-                taken += 1
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass  # shutting down: the rows stay pending for the next start
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._queued.discard(notification_id)
+                break  # shutting down: the rows stay pending for the next start
+            taken += 1
         if taken < len(ids):
-            logger.info(
-                "queue full: %d of %d notifications left to the sweeper", len(ids) - taken, len(ids)
-            )
+            logger.debug("queue full: %d notifications left to the sweeper", len(ids) - taken)
         return taken
+
+    async def offer(self, notification_id: UUID) -> bool:
+        """For the sweeper: wait for room (back-pressure), skip ids already queued.
+
+        Raises ``anyio.ClosedResourceError`` once the queue is closed.
+        """
+        if notification_id in self._queued:
+            return False
+        self._queued.add(notification_id)
+        try:
+            await self._send.send(notification_id)
+        except BaseException:
+            self._queued.discard(notification_id)
+            raise
+        return True
 
     async def close(self) -> None:
         """Stop accepting hints and let consumers drain what is buffered."""

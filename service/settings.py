@@ -119,6 +119,12 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _provider_has_its_token(self) -> Settings:
+        if self.email_provider in ("postmark", "resend") and self.email_api_token is None:
+            raise ValueError(f"EMAIL_PROVIDER={self.email_provider} requires EMAIL_API_TOKEN")
+        return self
+
+    @model_validator(mode="after")
     def _production_is_locked_down(self) -> Settings:
         if self.environment == "production":
             if not self.api_key_map:

@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import anyio
-from anyio.abc import ObjectSendStream, TaskStatus
+from anyio.abc import TaskStatus
 
 from service.backoff import Backoff
 from service.errors import Unavailable
 from service.metrics import Metrics
+from service.queue import NotificationQueue
 from service.repository import DueCursor, Repository
 from service.wakeup import WakeUp
 
@@ -45,28 +46,27 @@ class Sweeper:
         self._wake = wake or WakeUp()
         self._metrics = metrics
 
-    async def sweep_once(
-        self, sender: ObjectSendStream[UUID], *, grace: float | None = None
-    ) -> int:
+    async def sweep_once(self, queue: NotificationQueue, *, grace: float | None = None) -> int:
         """One pass over everything due now; returns how many ids were offered.
 
-        Sending waits for room in the stream: that back-pressure is what keeps
-        memory bounded however large the backlog is. ``grace`` defaults to the
-        configured one; a wake-up from another replica's backlog uses 0, since
-        those rows are in that replica's stream, not in ours.
+        Offering waits for room in the stream: that back-pressure is what keeps
+        memory bounded however large the backlog is. Ids still queued from an
+        earlier offer are skipped. ``grace`` defaults to the configured one; a
+        wake-up from another replica's backlog uses 0, since those rows are in
+        that replica's stream, not in ours.
         """
         grace = self._grace if grace is None else grace
         offered = 0
         for notification_id in await self._repository.expired_leases(self._page_size):
-            await sender.send(notification_id)
-            offered += 1
-            self._metrics.sweeper_recoveries.labels("expired_lease").inc()
+            if await queue.offer(notification_id):
+                offered += 1
+                self._metrics.sweeper_recoveries.labels("expired_lease").inc()
         cursor = _START
         while page := await self._repository.due_pending(grace, cursor, self._page_size):
             for notification_id, _ in page:
-                await sender.send(notification_id)
-            offered += len(page)
-            self._metrics.sweeper_recoveries.labels("due_pending").inc(len(page))
+                if await queue.offer(notification_id):
+                    offered += 1
+                    self._metrics.sweeper_recoveries.labels("due_pending").inc()
             cursor = page[-1][1]
             if len(page) < self._page_size:
                 break
@@ -74,7 +74,7 @@ class Sweeper:
 
     async def run(
         self,
-        sender: ObjectSendStream[UUID],
+        queue: NotificationQueue,
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -82,21 +82,20 @@ class Sweeper:
         outage_backoff = Backoff(base=self._interval, cap=30.0)
         consecutive_outages = 0
         woken = False
-        async with sender:
-            task_status.started()
-            while True:
-                try:
-                    offered = await self.sweep_once(sender, grace=0.0 if woken else None)
-                    consecutive_outages = 0
-                    if offered:
-                        logger.info("sweeper re-offered %d notifications", offered)
-                    woken = await self._wake.sleep(self._interval)
-                except Unavailable:
-                    consecutive_outages += 1
-                    logger.warning("database unavailable; sweeper backs off")
-                    await anyio.sleep(outage_backoff.delay(consecutive_outages))
-                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    return  # the queue closed: shutting down
-                except Exception:
-                    logger.exception("sweep failed")
-                    await anyio.sleep(self._interval)
+        task_status.started()
+        while True:
+            try:
+                offered = await self.sweep_once(queue, grace=0.0 if woken else None)
+                consecutive_outages = 0
+                if offered:
+                    logger.info("sweeper re-offered %d notifications", offered)
+                woken = await self._wake.sleep(self._interval)
+            except Unavailable:
+                consecutive_outages += 1
+                logger.warning("database unavailable; sweeper backs off")
+                await anyio.sleep(outage_backoff.delay(consecutive_outages))
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return  # the queue closed: shutting down
+            except Exception:
+                logger.exception("sweep failed")
+                await anyio.sleep(self._interval)

@@ -90,7 +90,7 @@ async def test_logs_name_the_caller_and_never_the_key(
 
 def test_production_refuses_to_run_open() -> None:
     with pytest.raises(ValidationError, match="requires API_KEYS"):
-        settings_from(environment="production", email_provider="postmark")
+        settings_from(environment="production", email_provider="mailpit")
 
 
 @pytest.mark.parametrize("provider", ["console", "file"])
@@ -106,3 +106,9 @@ def test_malformed_api_keys_are_refused_without_echoing_keys(raw: str) -> None:
     assert "API_KEYS" in str(caught.value)
     if raw == "a:1,a:2":
         assert "twice" in str(caught.value)
+
+
+@pytest.mark.parametrize("provider", ["postmark", "resend"])
+def test_token_providers_need_a_token(provider: str) -> None:
+    with pytest.raises(ValidationError, match="requires EMAIL_API_TOKEN"):
+        settings_from(email_provider=provider)

@@ -1,0 +1,48 @@
+"""The memory-stream queue: bounded, non-blocking for requests, no duplicate hints."""
+
+from __future__ import annotations
+
+import uuid
+
+import anyio
+
+from service.queue import MemoryStreamQueue
+
+
+async def test_publish_takes_what_fits_and_never_waits_past_its_timeout() -> None:
+    queue = MemoryStreamQueue(capacity=2, send_timeout=0.01)
+    ids = [uuid.uuid4() for _ in range(5)]
+    with anyio.fail_after(1):
+        assert await queue.publish(ids) == 2
+    assert queue.buffer_used() == 2
+    await queue.close()
+
+
+async def test_an_id_already_queued_is_not_queued_again() -> None:
+    queue = MemoryStreamQueue(capacity=10, send_timeout=0)
+    receiver = queue.open_receiver()
+    first = uuid.uuid4()
+    assert await queue.publish([first]) == 1
+    assert not await queue.offer(first)  # the sweeper finds it still queued
+    assert queue.buffer_used() == 1
+    assert await receiver.receive() == first
+    assert await queue.offer(first)  # taken by a consumer: it may be offered again
+    assert queue.buffer_used() == 1
+    await receiver.aclose()
+    await queue.close()
+
+
+async def test_offer_waits_for_room_and_fails_once_closed() -> None:
+    queue = MemoryStreamQueue(capacity=1, send_timeout=0)
+    receiver = queue.open_receiver()
+    await queue.offer(uuid.uuid4())
+    second = uuid.uuid4()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(queue.offer, second)
+        await anyio.wait_all_tasks_blocked()
+        assert queue.buffer_used() == 1  # the offer is waiting for room
+        await receiver.receive()
+    assert await receiver.receive() == second
+    await receiver.aclose()
+    await queue.close()
+    assert await queue.publish([uuid.uuid4()]) == 0

@@ -1,0 +1,36 @@
+"""The sweeper re-offers due rows once, however often it runs."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from service.database import create_pool
+from service.metrics import Metrics
+from service.queue import MemoryStreamQueue
+from service.repository import Repository
+from service.settings import Settings
+from service.sweeper import Sweeper
+
+
+async def test_rows_still_queued_are_not_offered_again(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    user = await db.fetchval("INSERT INTO users (email, name) VALUES ('s@x.io', 'S') RETURNING id")
+    await db.execute(
+        """
+        INSERT INTO notifications (recipient_id, recipient_email, recipient_name, tasks)
+        SELECT $1, 's@x.io', 'S', '[]' FROM generate_series(1, 5)
+        """,
+        user,
+    )
+    pool = await create_pool(settings)
+    queue = MemoryStreamQueue(capacity=100, send_timeout=0)
+    try:
+        sweeper = Sweeper(Repository(pool), page_size=2, interval=60, grace=0, metrics=Metrics())
+        # No consumer runs: as if every consumer were stuck behind a slow provider.
+        assert await sweeper.sweep_once(queue) == 5
+        assert await sweeper.sweep_once(queue) == 0
+        assert queue.buffer_used() == 5
+    finally:
+        await queue.close()
+        await pool.close()
