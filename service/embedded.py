@@ -18,21 +18,21 @@ logger = logging.getLogger(__name__)
 @contextmanager
 def embedded_postgres(data_dir: Path) -> Iterator[str]:
     """Start (or join) the server for ``data_dir``; yield its URL; stop it on exit."""
-    try:
-        from pgserver.postgres_server import get_server  # only the zero-setup path needs it
-    except ImportError as exc:
-        raise RuntimeError(
-            "DATABASE_URL is not set and the embedded PostgreSQL (pgserver) is not "
-            "available on this platform; set DATABASE_URL"
-        ) from exc
-
     pgdata = (data_dir / "postgres").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     # pgserver narrates every command it runs at INFO; only its problems matter here.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless.
+        # pgserver asks platformdirs for a runtime dir (at import, too), which warns
+        # when XDG_RUNTIME_DIR is unset, as in containers and CI; harmless here.
         warnings.simplefilter("ignore")
+        try:
+            from pgserver.postgres_server import get_server  # only this path needs it
+        except ImportError as exc:
+            raise RuntimeError(
+                "DATABASE_URL is not set and the embedded PostgreSQL (pgserver) is not "
+                "available on this platform; set DATABASE_URL"
+            ) from exc
         # 'stop' stops the server when the last process using it lets go, and
         # keeps the data directory for the next run.
         server = get_server(pgdata, cleanup_mode="stop")

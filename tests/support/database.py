@@ -38,10 +38,12 @@ def database_url(admin_url: str, name: str) -> str:
 
 @contextmanager
 def start_embedded_server(directory: Path) -> Iterator[str]:
-    from pgserver.postgres_server import get_server
-
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset
+        # pgserver asks platformdirs for a runtime dir at import, which warns when
+        # XDG_RUNTIME_DIR is unset (CI, containers); harmless here.
+        warnings.simplefilter("ignore")
+        from pgserver.postgres_server import get_server
+
         server = get_server(directory / "data", cleanup_mode="delete")
     try:
         yield str(server.get_uri())
