@@ -34,19 +34,29 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A superuser URL of a running server: the local one, or an embedded one."""
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, bool]]:
+    """A superuser URL of a running server, and whether it is this session's own."""
     url = admin_url_or_none()
     if url is not None:
-        yield url
+        yield url, False
         return
     with start_embedded_server(tmp_path_factory.mktemp("pg")) as embedded_url:
-        yield embedded_url
+        yield embedded_url, True
 
 
 @pytest.fixture(scope="session")
-def migrated_database(postgres_admin_url: str) -> Iterator[str]:
-    """A fresh database for this session, migrated, dropped at the end."""
+def postgres_admin_url(postgres_server: tuple[str, bool]) -> str:
+    return postgres_server[0]
+
+
+@pytest.fixture(scope="session")
+def migrated_database(postgres_server: tuple[str, bool]) -> Iterator[str]:
+    """A fresh database for this session, migrated, dropped at the end.
+
+    An embedded server is deleted whole at the end of the session, so its
+    database is not dropped separately.
+    """
+    postgres_admin_url, embedded = postgres_server
     name = f"svc_test_{uuid.uuid4().hex[:10]}"
 
     async def create() -> None:
@@ -67,7 +77,8 @@ def migrated_database(postgres_admin_url: str) -> Iterator[str]:
     url = database_url(postgres_admin_url, name)
     anyio.run(migrate, url)
     yield url
-    anyio.run(drop)
+    if not embedded:
+        anyio.run(drop)
 
 
 @pytest.fixture
