@@ -91,15 +91,17 @@ async def test_a_generated_request_id_is_echoed(client: httpx.AsyncClient) -> No
 
 def test_json_log_lines_carry_the_request_context() -> None:
     stream = io.StringIO()
-    configure_logging("INFO", "json")
     root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    configure_logging("INFO", "json")
     handler = root.handlers[0]
     assert isinstance(handler, logging.StreamHandler)
     handler.setStream(stream)
     try:
         logging.getLogger("service.test").info("hello %s", "world", extra={"route": "/x"})
     finally:
-        configure_logging("WARNING", "text")
+        root.handlers[:] = saved_handlers  # leave pytest's own capture as it was
+        root.setLevel(saved_level)
     line = json.loads(stream.getvalue().splitlines()[-1])
     assert line["message"] == "hello world"
     assert line["level"] == "INFO"
