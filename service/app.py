@@ -15,6 +15,7 @@ from starlette.responses import Response
 from service.api_docs import render_api_docs
 from service.auth import ApiKeys, AuthMiddleware
 from service.body_limit import BodyLimitMiddleware
+from service.dashboard import Dashboard
 from service.errors import ServiceError
 from service.lifespan import FatalHandler, make_lifespan
 from service.metrics import Metrics
@@ -66,13 +67,17 @@ def create_app(settings: Settings, on_fatal: FatalHandler = _log_fatal) -> Starl
     keys = ApiKeys(settings.api_key_map)
     if not keys.enabled:
         logger.warning("API_KEYS is not set: the API is OPEN to anyone who can reach it")
-    routes = build_routes()
+    # The dashboard signs people in with a session cookie, not a bearer key:
+    # its paths pass the key check and it guards them itself.
+    dashboard = Dashboard(settings, keys)
+    routes = [*build_routes(), *dashboard.routes]
+    open_paths = _open_paths(settings) | dashboard.open_paths
     app = Starlette(
         routes=routes,
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(ObservabilityMiddleware, metrics=metrics, routes=routes),
-            Middleware(AuthMiddleware, keys=keys, open_paths=_open_paths(settings)),
+            Middleware(AuthMiddleware, keys=keys, open_paths=open_paths),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
         ],
         exception_handlers={

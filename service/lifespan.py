@@ -58,6 +58,7 @@ class AppState(TypedDict):
     backlog: BacklogBroadcaster
     metrics: Metrics
     outbox_stats: OutboxStats
+    rate_limiter: RateLimiter
 
 
 class _Startable(Protocol):
@@ -121,12 +122,13 @@ def _assemble(
     instance_id = new_instance_id()
     wake = WakeUp()
     backlog = BacklogBroadcaster(repository, instance_id, settings.backlog_notify_interval)
+    rate_limiter = RateLimiter(settings.email_rate_limit)
     deliverer = Deliverer(
         repository=repository,
         provider=build_provider(settings, http_client),
         renderer=Renderer(),
         sender=parse_address(settings.email_from),
-        rate_limiter=RateLimiter(settings.email_rate_limit),
+        rate_limiter=rate_limiter,
         health=health,
         policy=DeliveryPolicy(
             lease_seconds=settings.lease_seconds,
@@ -159,6 +161,7 @@ def _assemble(
             backlog=backlog,
             metrics=metrics,
             outbox_stats=OutboxStats(repository, ttl=_OUTBOX_STATS_TTL_SECONDS),
+            rate_limiter=rate_limiter,
         ),
         deliverer=deliverer,
         background={

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import httpx
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderName = Literal["console", "file", "postmark", "resend", "mailpit"]
@@ -95,7 +95,8 @@ class Settings(BaseSettings):
     # the sweeper leaves them to the fast path.
     sweep_grace: float = Field(default=2.0, ge=0)
     lease_seconds: float = Field(default=30.0, gt=0)
-    max_attempts: int = Field(default=8, ge=1)
+    # With the default backoff, 15 attempts span 17 to 34 minutes of outage.
+    max_attempts: int = Field(default=15, ge=1)
     retry_base_seconds: float = Field(default=1.0, gt=0)
     retry_max_seconds: float = Field(default=300.0, gt=0)
     # Shutdown: consumers may finish in-flight batches for this long. Keep it
@@ -111,11 +112,34 @@ class Settings(BaseSettings):
     prune_interval: float = Field(default=60.0, gt=0)
     prune_batch_size: int = Field(default=1000, ge=1)
 
+    # --- dashboard (service/dashboard/) -------------------------------------
+    # People sign in with an API key or this password. With neither API_KEYS
+    # nor a password the dashboard is open, like the API (development only).
+    dashboard_password: SecretStr | None = None
+    # Signs the session cookie. Unset: a random secret per process, so sessions
+    # end on restart and do not carry across replicas behind a load balancer.
+    session_secret: SecretStr | None = None
+    # A session ends after this long without a visit (an open page keeps it alive).
+    dashboard_session_seconds: int = Field(default=12 * 3600, ge=60)
+    dashboard_refresh_seconds: float = Field(default=5.0, ge=1)
+    # Unset: Secure cookies in production only (TLS is assumed there).
+    dashboard_secure_cookie: bool | None = None
+
     @field_validator("api_keys")
     @classmethod
     def _api_keys_are_pairs(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             parse_api_keys(value.get_secret_value())  # raises ValueError naming the problem
+        return value
+
+    @field_validator("dashboard_password", "session_secret")
+    @classmethod
+    def _dashboard_secrets_are_long(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        shortest = {"dashboard_password": 12, "session_secret": 32}[info.field_name or ""]
+        if value is not None and len(value.get_secret_value()) < shortest:
+            raise ValueError(f"must be at least {shortest} characters")
         return value
 
     @model_validator(mode="after")

@@ -10,7 +10,8 @@ row offered twice is still delivered once.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from functools import partial
 from uuid import UUID
 
 import anyio
@@ -20,12 +21,13 @@ from service.backoff import Backoff
 from service.errors import Unavailable
 from service.metrics import Metrics
 from service.queue import NotificationQueue
-from service.repository import DueCursor, Repository
+from service.repository import Repository, SweepCursor
+from service.repository.outbox import SWEEP_START
 from service.wakeup import WakeUp
 
 logger = logging.getLogger(__name__)
 
-_START = DueCursor(datetime.min.replace(tzinfo=UTC), UUID(int=0))
+_PageFetcher = Callable[[SweepCursor, int], Awaitable[list[tuple[UUID, SweepCursor]]]]
 
 
 class Sweeper:
@@ -56,17 +58,20 @@ class Sweeper:
         that replica's stream, not in ours.
         """
         grace = self._grace if grace is None else grace
+        expired = await self._offer_all(queue, self._repository.expired_leases, "expired_lease")
+        due = await self._offer_all(
+            queue, partial(self._repository.due_pending, grace), "due_pending"
+        )
+        return expired + due
+
+    async def _offer_all(self, queue: NotificationQueue, fetch: _PageFetcher, kind: str) -> int:
         offered = 0
-        for notification_id in await self._repository.expired_leases(self._page_size):
-            if await queue.offer(notification_id):
-                offered += 1
-                self._metrics.sweeper_recoveries.labels("expired_lease").inc()
-        cursor = _START
-        while page := await self._repository.due_pending(grace, cursor, self._page_size):
+        cursor = SWEEP_START
+        while page := await fetch(cursor, self._page_size):
             for notification_id, _ in page:
                 if await queue.offer(notification_id):
                     offered += 1
-                    self._metrics.sweeper_recoveries.labels("due_pending").inc()
+                    self._metrics.sweeper_recoveries.labels(kind).inc()
             cursor = page[-1][1]
             if len(page) < self._page_size:
                 break

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 
+import anyio
 import asyncpg
 import httpx
 import pytest
@@ -76,10 +77,19 @@ async def test_the_request_id_follows_its_notifications_into_delivery_logs(
 ) -> None:
     caplog.set_level(logging.INFO)
     notification_id = await _deliver_one(client, db, "trace-me-42")
-    delivered = [r for r in caplog.records if r.getMessage().startswith("notifications delivered")]
+    # The consumer logs right after it records the result, which the test saw.
+    with anyio.fail_after(5):
+        while True:
+            if delivered := _delivery_records(caplog):
+                break
+            await anyio.sleep(0.01)
     assert [getattr(r, "request_id", None) for r in delivered] == ["trace-me-42"]
     assert getattr(delivered[0], "notification_ids", None) == [notification_id]
     assert "test-token" not in caplog.text  # the provider token is never logged
+
+
+def _delivery_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage().startswith("notifications delivered")]
 
 
 async def test_a_generated_request_id_is_echoed(client: httpx.AsyncClient) -> None:

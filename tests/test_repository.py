@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from uuid import UUID
@@ -12,6 +13,7 @@ import pytest
 from service.database import create_pool
 from service.models import TaskUpdate
 from service.repository import RecordedOutcome, Repository
+from service.repository.outbox import OUTBOX_COUNTS
 from service.settings import Settings
 from tests.support.api import fetch_one
 
@@ -82,3 +84,22 @@ async def test_halt_gives_the_attempt_back(
     hold = RecordedOutcome(notification_id, "pending", error="halted", delay=0, refund=1)
     await repository.record_outcomes(token, [hold])
     assert await db.fetchval("SELECT attempts FROM notifications") == 0
+
+
+async def test_outbox_counts_are_exact_for_live_work_and_estimate_sent_past_a_limit(
+    db: asyncpg.Connection, notification_id: UUID
+) -> None:
+    await db.execute(
+        """
+        INSERT INTO notifications (recipient_id, recipient_email, recipient_name, tasks,
+                                   status, finished_at)
+        SELECT (SELECT id FROM users LIMIT 1), 'a@x.io', 'A', '[]', 'sent', now()
+        FROM generate_series(1, 50)
+        """
+    )
+    await db.execute("ANALYZE notifications")
+    exact = await fetch_one(db, OUTBOX_COUNTS, 1_000_000)
+    assert json.loads(exact["by_status"]) == {"pending": 1, "sending": 0, "dead": 0, "sent": 50}
+    # Past the limit, sent comes from the planner's row estimate (exact after ANALYZE here).
+    estimated = await fetch_one(db, OUTBOX_COUNTS, 10)
+    assert json.loads(estimated["by_status"])["sent"] == 50

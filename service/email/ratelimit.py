@@ -62,6 +62,10 @@ class RateLimiter:
         # Keep the later deadline: an earlier hint must not cut a longer pause short.
         self._paused_until = max(self._paused_until, deadline)
 
+    def paused_for(self) -> float:
+        """Seconds until calls may go out again after a provider's pause; 0 when none."""
+        return max(0.0, self._paused_until - self._clock())
+
     def pause_for(self, seconds: float) -> None:
         """Make no call for ``seconds`` from now."""
         self.pause_until(self._clock() + seconds)

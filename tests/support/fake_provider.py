@@ -12,6 +12,10 @@ no sleeping. Every message is recorded at the moment the fake decides about
 it, even when the client is gone by then: a real provider that accepted a
 batch has sent it whether or not the answer reached us, and that is exactly
 the duplicate an at-least-once outbox must tolerate.
+
+Several service processes can share one fake and still be told apart: each
+gets its own base URL from ``url_for(client)``, and every call and message
+records the client it came from.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import socket
 import sys
 import threading
@@ -47,6 +52,8 @@ POSTMARK_TOKEN_HEADER = "X-Postmark-Server-Token"
 POSTMARK_INACTIVE_RECIPIENT = 406
 # Postmark's code for a missing or wrong server token: an account problem.
 POSTMARK_BAD_TOKEN = 10
+_CLIENT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_CLIENT_PREFIX = re.compile(r"/[A-Za-z0-9_-]{1,64}")
 # How often the accept loop looks at its shutdown flag; bounds close() latency.
 _POLL_INTERVAL_SECONDS = 0.05
 
@@ -62,6 +69,8 @@ class ReceivedMessage:
     received_at: float
     accepted: bool
     provider_message_id: str | None = None
+    # The name given to ``url_for``; None for calls to the plain ``url``.
+    client: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +81,9 @@ class Call:
     received_at: float
     messages: int
     status: int | None = None
+    client: str | None = None
+    # X-Notification-Id of every message in the request, in order.
+    notification_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +91,18 @@ class _Failure:
     status: int
     message: str
     retry_after: int | None = None
+    # time.monotonic() after which requests are answered normally again.
+    until: float | None = None
+
+    def active(self, now: float) -> bool:
+        return self.until is None or now < self.until
 
 
 @dataclass(frozen=True, slots=True)
 class _Behaviour:
     delay: float = 0.0
+    # Per-client overrides of ``delay``, by the name given to ``url_for``.
+    client_delays: Mapping[str, float] = field(default_factory=dict)
     failure: _Failure | None = None
     rejected: frozenset[str] = frozenset()
 
@@ -129,6 +148,16 @@ class FakeProvider:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
+    def url_for(self, client: str) -> str:
+        """A base URL whose calls are recorded as coming from ``client``.
+
+        For telling service processes apart when they share this fake; the
+        name is a path prefix, so it must be a plain word.
+        """
+        if not _CLIENT_NAME.fullmatch(client):
+            raise ValueError(f"client name must match {_CLIENT_NAME.pattern}: {client!r}")
+        return f"{self.url}/{client}"
+
     @property
     def closed(self) -> bool:
         with self._changed:
@@ -164,15 +193,27 @@ class FakeProvider:
 
     # --- behaviour switches (thread-safe) ------------------------------------
 
-    def set_delay(self, seconds: float) -> None:
+    def set_delay(self, seconds: float, *, client: str | None = None) -> None:
         """Answer ``seconds`` after a request arrived; ``math.inf`` holds requests.
 
         Requests already held re-read the delay, so ``set_delay(0)`` releases them.
+        With ``client``, only that client's requests (see ``url_for``) get this
+        delay, from now until it is set again.
         """
-        self._update(delay=seconds)
+        if client is None:
+            self._update(delay=seconds)
+            return
+        with self._changed:  # re-entrant: read and update in one step
+            self._update(client_delays={**self._behaviour.client_delays, client: seconds})
 
-    def answer_5xx(self, status: int = 503) -> None:
-        self._update(failure=_Failure(status, "fake provider: service unavailable"))
+    def answer_5xx(self, status: int = 503, *, for_seconds: float | None = None) -> None:
+        """Refuse whole requests with ``status``; only for ``for_seconds`` if given.
+
+        With ``for_seconds`` the fake recovers on its own clock, so an outage
+        of a set length needs no sleeping in the test.
+        """
+        until = None if for_seconds is None else time.monotonic() + for_seconds
+        self._update(failure=_Failure(status, "fake provider: service unavailable", until=until))
 
     def answer_429(self, retry_after: int = 1) -> None:
         """Refuse whole requests with 429 and ``Retry-After: <retry_after>`` seconds."""
@@ -235,6 +276,16 @@ class FakeProvider:
         with self._changed:
             return distinct()
 
+    def wait_for_calls(
+        self, predicate: Callable[[list[Call]], bool], what: str, timeout: float | None = 10.0
+    ) -> list[Call]:
+        """Wait until ``predicate(calls)`` holds; returns the calls it held for.
+
+        The predicate is re-checked whenever a request arrives or is answered.
+        """
+        self._wait(lambda: predicate(list(self._calls)), timeout, what)
+        return self.calls
+
     def wait_for_requests(self, count: int, timeout: float | None = 10.0) -> list[Call]:
         """Wait until ``count`` requests have arrived (answered or not); returns the calls.
 
@@ -258,6 +309,17 @@ class FakeProvider:
         """``wait_for_distinct`` for async tests."""
         return await anyio.to_thread.run_sync(
             partial(self.wait_for_distinct, count, timeout), abandon_on_cancel=True
+        )
+
+    async def wait_for_calls_async(
+        self,
+        predicate: Callable[[list[Call]], bool],
+        what: str,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> list[Call]:
+        """``wait_for_calls`` for async tests."""
+        return await anyio.to_thread.run_sync(
+            partial(self.wait_for_calls, predicate, what, timeout), abandon_on_cancel=True
         )
 
     async def wait_for_requests_async(
@@ -292,6 +354,7 @@ class FakeProvider:
 
     def _answer(self, path: str, headers: Message, body: bytes) -> _Reply | None:
         """The reply to one request, after its delay; None if closing meanwhile."""
+        client, path = _split_client(path)
         if path == POSTMARK_BATCH_PATH:
             parsed = _parse_postmark(body)
         elif path == MAILPIT_SEND_PATH:
@@ -301,36 +364,48 @@ class FakeProvider:
         if isinstance(parsed, _Reply):
             return parsed
         arrived = time.monotonic()
+        ids = tuple(p.headers.get(NOTIFICATION_ID_HEADER, "") for p in parsed)
         with self._changed:
             index = len(self._calls)
-            self._calls.append(Call(path, arrived, len(parsed)))
+            call = Call(path, arrived, len(parsed), client=client, notification_ids=ids)
+            self._calls.append(call)
             self._changed.notify_all()
-            if not self._hold(arrived):
+            if not self._hold(arrived, client):
                 return None
-            reply = self._decide(path, headers, parsed, arrived)
+            reply = self._decide(path, headers, parsed, arrived, client)
             self._calls[index] = replace(self._calls[index], status=reply.status)
             self._changed.notify_all()
         return reply
 
-    def _hold(self, arrived: float) -> bool:
+    def _hold(self, arrived: float, client: str | None) -> bool:
         # Re-reads the delay on every wake-up, so tests can release held requests.
         while not self._closed:
-            remaining = arrived + self._behaviour.delay - time.monotonic()
+            delay = self._behaviour.delay
+            if client is not None:
+                delay = self._behaviour.client_delays.get(client, delay)
+            remaining = arrived + delay - time.monotonic()
             if remaining <= 0:
                 return True
             self._changed.wait(None if math.isinf(remaining) else remaining)
         return False
 
-    def _decide(self, path: str, headers: Message, parsed: list[_Parsed], arrived: float) -> _Reply:
+    def _decide(
+        self,
+        path: str,
+        headers: Message,
+        parsed: list[_Parsed],
+        arrived: float,
+        client: str | None,
+    ) -> _Reply:
         postmark = path == POSTMARK_BATCH_PATH
         token = headers.get(POSTMARK_TOKEN_HEADER)
         if postmark and (not token or (self._token is not None and token != self._token)):
             refusal = f"Request does not contain a valid {POSTMARK_TOKEN_HEADER} header"
             return _Reply(401, {"ErrorCode": POSTMARK_BAD_TOKEN, "Message": refusal})
         failure = self._behaviour.failure
-        if failure is not None:
+        if failure is not None and failure.active(time.monotonic()):
             return _failure_reply(failure, postmark=postmark)
-        decided = [self._record(message, arrived) for message in parsed]
+        decided = [self._record(message, arrived, client) for message in parsed]
         if postmark:
             return _Reply(200, [_postmark_result(m) for m in decided])
         # Mailpit takes one message per request.
@@ -339,7 +414,7 @@ class FakeProvider:
             return _Reply(400, {"Error": f"recipient {message.recipient} refused"})
         return _Reply(200, {"ID": message.provider_message_id})
 
-    def _record(self, message: _Parsed, arrived: float) -> ReceivedMessage:
+    def _record(self, message: _Parsed, arrived: float, client: str | None) -> ReceivedMessage:
         accepted = message.recipient.lower() not in self._behaviour.rejected
         received = ReceivedMessage(
             recipient=message.recipient,
@@ -348,9 +423,19 @@ class FakeProvider:
             received_at=arrived,
             accepted=accepted,
             provider_message_id=str(uuid4()) if accepted else None,
+            client=client,
         )
         self._messages.append(received)
         return received
+
+
+def _split_client(path: str) -> tuple[str | None, str]:
+    """``/<client>/email/batch`` -> ``(client, "/email/batch")``; other paths unchanged."""
+    for route in (POSTMARK_BATCH_PATH, MAILPIT_SEND_PATH):
+        prefix = path.removesuffix(route)
+        if prefix != path and _CLIENT_PREFIX.fullmatch(prefix):
+            return prefix[1:], route
+    return None, path
 
 
 def _postmark_result(message: ReceivedMessage) -> dict[str, object]:

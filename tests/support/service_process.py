@@ -33,6 +33,7 @@ _READY_REQUEST_TIMEOUT = httpx.Timeout(2.0)
 # SIGKILL cannot be refused; this only guards against a stuck test.
 _KILL_WAIT_SECONDS = 10.0
 _LOG_TAIL_LINES = 60
+_LOG_POLL_SECONDS = 0.02
 
 
 def free_port() -> int:
@@ -129,6 +130,36 @@ class ServiceProcess:
             process.kill()
         with anyio.fail_after(_KILL_WAIT_SECONDS):
             return await process.wait()
+
+    def log_lines(self, containing: str = "") -> list[str]:
+        """The lines the process wrote so far that contain ``containing``."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return []
+        return [line for line in text.splitlines() if containing in line]
+
+    async def wait_for_log(
+        self,
+        containing: str,
+        *,
+        count: int = 1,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> list[str]:
+        """Poll the log until ``count`` lines contain ``containing``; returns them.
+
+        For events only the service can see (e.g. a write it could not make).
+        The timeout is a parameter so that a miss fails with the log tail.
+        """
+        with anyio.move_on_after(timeout):
+            while True:
+                if len(lines := self.log_lines(containing)) >= count:
+                    return lines
+                await anyio.sleep(_LOG_POLL_SECONDS)
+        raise AssertionError(
+            f"fewer than {count} log lines containing {containing!r} within {timeout} s\n"
+            f"{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """The last lines the process wrote, for assertion messages."""

@@ -1,0 +1,121 @@
+"""What the dashboard shows at one moment, gathered from the app's state.
+
+Each number comes from where the API gets it: outbox counts from the shared
+``OutboxStats`` cache (the one /metrics and /readyz read), the stream from the
+queue, the provider from ``Health``, dead letters from
+``Repository.list_notifications``. A refresh is a fixed number of queries,
+whatever the outbox holds: none per notification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import anyio
+
+from service.dashboard.queries import DashboardRepository, DeliveryActivity
+from service.health import Health
+from service.lifespan import AppState
+from service.models import Notification
+from service.repository import OutboxCounts
+
+DEAD_LETTERS_SHOWN = 10
+STATUSES = ("pending", "sending", "sent", "dead")
+
+ProviderCondition = Literal["ok", "rate_limited", "halted"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderState:
+    name: str
+    condition: ProviderCondition
+    reason: str | None = None
+    # Wall-clock end of a halt or rate-limit pause; in the past while a halted
+    # provider is being tried again.
+    until: datetime | None = None
+    # EMAIL_RATE_LIMIT, messages per second; None means no limit of our own.
+    rate_limit: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    taken_at: datetime
+    counts: dict[str, int]
+    oldest_pending_age_seconds: float | None
+    queue_used: int
+    queue_capacity: int
+    provider: ProviderState
+    failed_tasks: dict[str, str]
+    activity: DeliveryActivity
+    dead_letters: list[Notification]
+
+    @property
+    def queue_fraction(self) -> float:
+        return self.queue_used / self.queue_capacity if self.queue_capacity else 0.0
+
+
+def provider_state(
+    name: str,
+    health: Health,
+    *,
+    rate_limit: float | None,
+    paused_for: float = 0.0,
+    now: datetime,
+) -> ProviderState:
+    """The provider's condition; ``paused_for`` is the rate limiter's pause, if known."""
+    halt = health.halt
+    if halt is not None:
+        # Kept until the provider accepts again, so a halt being retried still shows.
+        until = now + timedelta(seconds=health.halted_for())
+        return ProviderState(name, "halted", halt.reason, until, rate_limit)
+    if paused_for > 0:
+        until = now + timedelta(seconds=paused_for)
+        return ProviderState(name, "rate_limited", "provider asked us to wait", until, rate_limit)
+    return ProviderState(name, "ok", rate_limit=rate_limit)
+
+
+class ActivityCache:
+    """Shares one activity query among every open page for ``ttl`` seconds."""
+
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        self._lock = anyio.Lock()
+        self._cached: DeliveryActivity | None = None
+        self._taken_at = float("-inf")
+
+    async def current(self, queries: DashboardRepository) -> DeliveryActivity:
+        async with self._lock:  # one query in flight; the others wait for its answer
+            if self._cached is None or anyio.current_time() - self._taken_at > self._ttl:
+                self._cached = await queries.delivery_activity()
+                self._taken_at = anyio.current_time()
+            return self._cached
+
+
+async def take_snapshot(state: AppState, activity_cache: ActivityCache) -> Snapshot:
+    """Everything the live part of the dashboard shows; raises ``Unavailable``."""
+    settings, repository = state["settings"], state["repository"]
+    counts: OutboxCounts = await state["outbox_stats"].current()
+    activity = await activity_cache.current(DashboardRepository(repository))
+    dead = await repository.list_notifications(
+        status="dead", recipient=None, before=None, limit=DEAD_LETTERS_SHOWN
+    )
+    now = datetime.now(UTC)
+    return Snapshot(
+        taken_at=now,
+        counts={status: counts.by_status.get(status, 0) for status in STATUSES},
+        oldest_pending_age_seconds=counts.oldest_pending_age_seconds,
+        queue_used=state["queue"].buffer_used(),
+        queue_capacity=state["queue"].capacity,
+        provider=provider_state(
+            settings.email_provider,
+            state["health"],
+            rate_limit=settings.email_rate_limit,
+            paused_for=state["rate_limiter"].paused_for(),
+            now=now,
+        ),
+        failed_tasks=dict(state["health"].failed_tasks),
+        activity=activity,
+        dead_letters=dead,
+    )

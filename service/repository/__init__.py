@@ -1,0 +1,52 @@
+"""Every SQL statement the service runs, and the translation of asyncpg errors.
+
+Statements are set-based (``unnest``, ``= ANY``): a request or a batch is a
+fixed number of round trips, whatever its size. The outbox state machine is::
+
+    pending --claim--> sending --sent--> sent
+       ^                  |--retry/halt--> pending (later)
+       |                  '--rejected----> dead
+       '-- lease expired: re-claimed with a new token (the old one is fenced)
+
+Every change after a claim is a compare-and-set on the lease token, so a
+worker whose lease expired can never overwrite the row's newer state.
+
+The statements live in one module per part of the data (``tasks``, ``outbox``,
+``notifications``, ``activity``), each a named constant beside the methods that run it;
+``Repository`` is all of them over one pool.
+"""
+
+from __future__ import annotations
+
+from service.repository._store import Store
+from service.repository.activity import ActivityStore, DeliveryActivity
+from service.repository.notifications import NotificationCursor, NotificationStore
+from service.repository.outbox import (
+    ClaimedBatch,
+    OutboxCounts,
+    OutboxStore,
+    OutcomeStatus,
+    RecordedOutcome,
+    SweepCursor,
+)
+from service.repository.tasks import IdempotencyKey, StoredResponse, TaskStore, UpdateOutcome
+
+
+class Repository(TaskStore, OutboxStore, NotificationStore, ActivityStore):
+    """Data access over an asyncpg pool; raises only ``service.errors`` types."""
+
+
+__all__ = [
+    "ClaimedBatch",
+    "DeliveryActivity",
+    "IdempotencyKey",
+    "NotificationCursor",
+    "OutboxCounts",
+    "OutcomeStatus",
+    "RecordedOutcome",
+    "Repository",
+    "Store",
+    "StoredResponse",
+    "SweepCursor",
+    "UpdateOutcome",
+]

@@ -1,0 +1,260 @@
+"""Users, tasks and the reassigning transaction (with its idempotency key)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from service.errors import Conflict, InvalidInput, NotFound, UnknownReferences
+from service.models import CreateTask, CreateUser, Task, TaskUpdate, User
+from service.repository._store import Store, _present
+
+INSERT_USER = """
+INSERT INTO users (email, name) VALUES ($1, $2)
+RETURNING id, email, name, created_at
+"""
+
+INSERT_TASK = """
+INSERT INTO tasks (title, assignee_id, status, due_at) VALUES ($1, $2, $3, $4)
+RETURNING id, title, status, assignee_id, due_at, created_at, updated_at
+"""
+
+SELECT_TASK = """
+SELECT id, title, status, assignee_id, due_at, created_at, updated_at
+FROM tasks WHERE id = $1
+"""
+
+# One round trip does the whole request: check references, lock the tasks
+# (in id order, so concurrent requests cannot deadlock), update them, and
+# write one outbox row per new assignee with a snapshot of their tasks. When
+# a reference is missing, nothing is locked, updated or inserted.
+UPDATE_TASKS = """
+WITH input AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
+                         $5::timestamptz[], $6::boolean[])
+        AS i(task_id, assignee_id, status, title, due_at, due_at_given)
+),
+missing_tasks AS (
+    SELECT i.task_id FROM input i
+    WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = i.task_id)
+),
+missing_users AS (
+    SELECT DISTINCT i.assignee_id FROM input i
+    WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = i.assignee_id)
+),
+locked AS MATERIALIZED (
+    SELECT t.id, t.assignee_id AS previous_assignee_id
+    FROM tasks t
+    WHERE t.id = ANY($1::bigint[])
+      AND NOT EXISTS (SELECT 1 FROM missing_tasks)
+      AND NOT EXISTS (SELECT 1 FROM missing_users)
+    ORDER BY t.id
+    FOR UPDATE
+),
+updated AS (
+    UPDATE tasks t SET
+        assignee_id = i.assignee_id,
+        status = coalesce(i.status, t.status),
+        title = coalesce(i.title, t.title),
+        due_at = CASE WHEN i.due_at_given THEN i.due_at ELSE t.due_at END,
+        updated_at = now()
+    FROM input i JOIN locked l ON l.id = i.task_id
+    WHERE t.id = i.task_id
+    RETURNING t.id, t.title, t.status, t.assignee_id, t.due_at, t.created_at,
+              t.updated_at, l.previous_assignee_id
+),
+notified AS (
+    INSERT INTO notifications (recipient_id, recipient_email, recipient_name, tasks, request_id)
+    SELECT u.id, u.email, u.name,
+           jsonb_agg(jsonb_build_object('id', up.id, 'title', up.title,
+                                        'status', up.status, 'due_at', up.due_at)
+                     ORDER BY up.id),
+           $7
+    FROM updated up JOIN users u ON u.id = up.assignee_id
+    WHERE up.previous_assignee_id IS DISTINCT FROM up.assignee_id
+    GROUP BY u.id
+    RETURNING id
+)
+SELECT
+    ARRAY(SELECT task_id FROM missing_tasks ORDER BY 1) AS missing_task_ids,
+    ARRAY(SELECT assignee_id FROM missing_users ORDER BY 1) AS missing_assignee_ids,
+    (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                'id', id, 'title', title, 'status', status, 'assignee_id', assignee_id,
+                'due_at', due_at, 'created_at', created_at, 'updated_at', updated_at)
+            ORDER BY id), '[]'::jsonb)
+     FROM updated) AS updated,
+    ARRAY(SELECT id FROM notified) AS notification_ids
+"""
+
+# Taking a key: a fresh insert, or the takeover of an expired one. While
+# another transaction holds the same key uncommitted, this waits for it, so
+# two concurrent requests with one key do the work once.
+TAKE_IDEMPOTENCY_KEY = """
+INSERT INTO idempotency_keys
+    (caller, key, request_hash, response_status, response_body, expires_at)
+VALUES ($1, $2, $3, 0, '', now() + $4::interval)
+ON CONFLICT (caller, key) DO UPDATE SET
+    request_hash = EXCLUDED.request_hash,
+    response_status = 0,
+    response_body = '',
+    created_at = now(),
+    expires_at = EXCLUDED.expires_at
+WHERE idempotency_keys.expires_at < now()
+RETURNING true
+"""
+
+SELECT_IDEMPOTENT_RESPONSE = """
+SELECT request_hash, response_status, response_body FROM idempotency_keys
+WHERE caller = $1 AND key = $2
+"""
+
+STORE_IDEMPOTENT_RESPONSE = """
+UPDATE idempotency_keys SET response_status = $3, response_body = $4
+WHERE caller = $1 AND key = $2
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateOutcome:
+    tasks: list[Task]
+    notification_ids: list[UUID]
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    caller: str
+    key: str
+    request_hash: bytes
+    ttl: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """The response the first request with an idempotency key received."""
+
+    status: int
+    body: bytes
+
+
+class TaskStore(Store):
+    async def create_user(self, user: CreateUser) -> User:
+        async with self._connection() as conn:
+            try:
+                row = await conn.fetchrow(INSERT_USER, user.email, user.name)
+            except asyncpg.UniqueViolationError as exc:
+                raise Conflict(
+                    "a user with this e-mail address already exists",
+                    details=[{"field": "email", "message": "already registered"}],
+                ) from exc
+        return User.model_validate(dict(_present(row)))
+
+    async def create_task(self, task: CreateTask) -> Task:
+        async with self._connection() as conn:
+            try:
+                row = await conn.fetchrow(
+                    INSERT_TASK, task.title, task.assignee_id, task.status, task.due_at
+                )
+            except asyncpg.ForeignKeyViolationError as exc:
+                raise UnknownReferences(
+                    f"user {task.assignee_id} does not exist",
+                    details={"missing_assignee_ids": [task.assignee_id]},
+                ) from exc
+        return Task.model_validate(dict(_present(row)))
+
+    async def get_task(self, task_id: int) -> Task:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(SELECT_TASK, task_id)
+        if row is None:
+            raise NotFound(f"task {task_id} does not exist")
+        return Task.model_validate(dict(row))
+
+    async def update_tasks(
+        self, updates: Sequence[TaskUpdate], request_id: str | None
+    ) -> UpdateOutcome:
+        """Apply every update and write the outbox rows, all or nothing."""
+        async with self._connection() as conn:
+            return await _update_tasks(conn, updates, request_id)
+
+    async def update_tasks_once(
+        self,
+        updates: Sequence[TaskUpdate],
+        request_id: str | None,
+        key: IdempotencyKey,
+        render: Callable[[UpdateOutcome], bytes],
+    ) -> UpdateOutcome | StoredResponse:
+        """Like ``update_tasks``, but at most once per idempotency key.
+
+        Returns the new outcome (whose rendered response is stored with the
+        update, in one transaction), or the response stored by the first
+        request with this key. A failed update stores nothing, so the key
+        can be used again.
+        """
+        async with self._connection() as conn, conn.transaction():
+            taken = await conn.fetchval(
+                TAKE_IDEMPOTENCY_KEY, key.caller, key.key, key.request_hash, key.ttl
+            )
+            if not taken:
+                stored = _present(
+                    await conn.fetchrow(SELECT_IDEMPOTENT_RESPONSE, key.caller, key.key)
+                )
+                if stored["request_hash"] != key.request_hash:
+                    raise InvalidInput(
+                        "this Idempotency-Key was already used with a different request body",
+                        details=[
+                            {"field": "Idempotency-Key", "message": "reused with another body"}
+                        ],
+                    )
+                return StoredResponse(stored["response_status"], stored["response_body"])
+            outcome = await _update_tasks(conn, updates, request_id)
+            await conn.execute(STORE_IDEMPOTENT_RESPONSE, key.caller, key.key, 200, render(outcome))
+            return outcome
+
+
+async def _update_tasks(
+    conn: asyncpg.pool.PoolConnectionProxy[Any],
+    updates: Sequence[TaskUpdate],
+    request_id: str | None,
+) -> UpdateOutcome:
+    try:
+        row = _present(
+            await conn.fetchrow(
+                UPDATE_TASKS,
+                [u.task_id for u in updates],
+                [u.assignee_id for u in updates],
+                [u.status for u in updates],
+                [u.title for u in updates],
+                [u.due_at for u in updates],
+                [u.due_at_given for u in updates],
+                request_id,
+            )
+        )
+    except asyncpg.ForeignKeyViolationError as exc:
+        # Only possible if a user vanished between check and write.
+        raise UnknownReferences("an assignee does not exist") from exc
+    missing_tasks, missing_assignees = row["missing_task_ids"], row["missing_assignee_ids"]
+    if missing_tasks or missing_assignees:
+        raise UnknownReferences(
+            _describe_missing(missing_tasks, missing_assignees),
+            details={
+                "missing_task_ids": list(missing_tasks),
+                "missing_assignee_ids": list(missing_assignees),
+            },
+        )
+    return UpdateOutcome(
+        tasks=[Task.model_validate(task) for task in row["updated"]],
+        notification_ids=list(row["notification_ids"]),
+    )
+
+
+def _describe_missing(task_ids: Sequence[int], assignee_ids: Sequence[int]) -> str:
+    parts = []
+    if task_ids:
+        parts.append(f"tasks not found: {sorted(task_ids)}")
+    if assignee_ids:
+        parts.append(f"assignees not found: {sorted(assignee_ids)}")
+    return "; ".join(parts)
