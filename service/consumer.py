@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 import anyio
-from anyio.abc import ObjectReceiveStream, TaskStatus
+from anyio.abc import TaskStatus
 
 from service.backoff import Backoff
 from service.email.base import Address, EmailMessage, EmailProvider, Outcome, SendResult
@@ -26,6 +26,7 @@ from service.errors import Unavailable
 from service.health import Health
 from service.metrics import Metrics
 from service.models import OutboxRow
+from service.queue import QueueReceiver
 from service.repository import RecordedOutcome, Repository
 
 logger = logging.getLogger(__name__)
@@ -229,10 +230,8 @@ def _release(row: OutboxRow, reason: str) -> RecordedOutcome:
     return RecordedOutcome(row.id, "pending", error=reason, delay=0.0)
 
 
-async def receive_batch(
-    receiver: ObjectReceiveStream[UUID], batch_size: int, linger: float
-) -> list[UUID]:
-    """Wait for one id, then gather more for up to ``linger`` seconds.
+async def receive_batch(receiver: QueueReceiver, batch_size: int, linger: float) -> list[UUID]:
+    """Wait for one id, take what is already waiting, then gather more for ``linger`` s.
 
     Returns an empty list when the stream has ended (shutdown).
     """
@@ -240,6 +239,14 @@ async def receive_batch(
         batch = [await receiver.receive()]
     except anyio.EndOfStream:
         return []
+    # A backlog fills the batch at once; lingering is only for a trickle.
+    while len(batch) < batch_size:
+        try:
+            batch.append(receiver.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            break
+    if len(batch) == batch_size:
+        return batch
     with anyio.move_on_after(linger):
         while len(batch) < batch_size:
             try:
@@ -250,7 +257,7 @@ async def receive_batch(
 
 
 async def run_consumer(
-    receiver: ObjectReceiveStream[UUID],
+    receiver: QueueReceiver,
     deliverer: Deliverer,
     *,
     batch_size: int,

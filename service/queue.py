@@ -18,6 +18,7 @@ from uuid import UUID
 
 import anyio
 from anyio.abc import ObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +38,21 @@ class NotificationQueue(Protocol):
     def capacity(self) -> int: ...
 
 
-class _TrackingReceiver(ObjectReceiveStream[UUID]):
+class QueueReceiver(ObjectReceiveStream[UUID]):
     """One consumer's receive side; forgets each id as it is taken."""
 
-    def __init__(self, stream: ObjectReceiveStream[UUID], queued: set[UUID]) -> None:
+    def __init__(self, stream: MemoryObjectReceiveStream[UUID], queued: set[UUID]) -> None:
         self._stream = stream
         self._queued = queued
 
     async def receive(self) -> UUID:
         notification_id = await self._stream.receive()
+        self._queued.discard(notification_id)
+        return notification_id
+
+    def receive_nowait(self) -> UUID:
+        """An id already waiting; raises ``anyio.WouldBlock`` if there is none."""
+        notification_id = self._stream.receive_nowait()
         self._queued.discard(notification_id)
         return notification_id
 
@@ -69,9 +76,9 @@ class MemoryStreamQueue:
     def buffer_used(self) -> int:
         return self._send.statistics().current_buffer_used
 
-    def open_receiver(self) -> ObjectReceiveStream[UUID]:
+    def open_receiver(self) -> QueueReceiver:
         """A receive side for one consumer; it ends when the queue is closed."""
-        return _TrackingReceiver(self._receive.clone(), self._queued)
+        return QueueReceiver(self._receive.clone(), self._queued)
 
     async def publish(self, ids: Sequence[UUID]) -> int:
         taken = 0

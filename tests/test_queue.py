@@ -6,6 +6,7 @@ import uuid
 
 import anyio
 
+from service.consumer import receive_batch
 from service.queue import MemoryStreamQueue
 
 
@@ -46,3 +47,15 @@ async def test_offer_waits_for_room_and_fails_once_closed() -> None:
     await receiver.aclose()
     await queue.close()
     assert await queue.publish([uuid.uuid4()]) == 0
+
+
+async def test_a_consumer_takes_a_waiting_backlog_without_lingering() -> None:
+    queue = MemoryStreamQueue(capacity=10, send_timeout=0)
+    receiver = queue.open_receiver()
+    ids = [uuid.uuid4() for _ in range(4)]
+    await queue.publish(ids)
+    with anyio.fail_after(1):  # a linger of an hour would be waited out otherwise
+        assert await receive_batch(receiver, batch_size=4, linger=3600) == ids
+    assert await queue.offer(ids[0])  # taken ids are forgotten: they may be offered again
+    await receiver.aclose()
+    await queue.close()

@@ -34,6 +34,8 @@ def header_safe(value: str) -> str:
     format characters such as bidi overrides are dropped (they can disguise
     text); runs of whitespace collapse to one space.
     """
+    if value.isprintable():  # the common case, without a per-character loop
+        return " ".join(value.split())
     out: list[str] = []
     for char in value:
         category = unicodedata.category(char)
