@@ -45,7 +45,7 @@ async def run(jobs: int, batch_size: int) -> dict[str, float]:
     try:
         manager = QueueManager(Queries(AsyncpgDriver(conn)))
 
-        @manager.entrypoint(ENTRYPOINT)
+        @manager.entrypoint(ENTRYPOINT)  # type: ignore[untyped-decorator,unused-ignore]
         async def noop(job: Job) -> None:
             done.append(time.perf_counter())
 
