@@ -116,7 +116,9 @@ def _assemble(
     settings: Settings, pool: asyncpg.Pool, http_client: httpx.AsyncClient, metrics: Metrics
 ) -> _Parts:
     assert settings.database_url is not None
-    health = Health()
+    health = Health(
+        halt_base_seconds=settings.halt_base_seconds, halt_max_seconds=settings.halt_max_seconds
+    )
     repository = Repository(pool)
     queue = MemoryStreamQueue(settings.queue_capacity, settings.queue_send_timeout)
     instance_id = new_instance_id()

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=15, ge=1)
     retry_base_seconds: float = Field(default=1.0, gt=0)
     retry_max_seconds: float = Field(default=300.0, gt=0)
+    # Account-level failures (bad token, quota) pause sending for this long,
+    # doubling while they persist, up to the maximum.
+    halt_base_seconds: float = Field(default=5.0, gt=0)
+    halt_max_seconds: float = Field(default=300.0, gt=0)
     # Shutdown: consumers may finish in-flight batches for this long. Keep it
     # below hypercorn's shutdown timeout (derived from it in __main__).
     drain_seconds: float = Field(default=10.0, ge=0)

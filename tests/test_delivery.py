@@ -162,3 +162,25 @@ async def test_past_the_drain_deadline_unsent_rows_stay_pending(
     assert row["status"] == "pending"
     assert row["lease_token"] is None
     assert "interrupted" in row["last_error"]
+
+
+async def test_an_account_problem_pauses_sending_and_it_resumes_by_itself(
+    db_url: str, db: asyncpg.Connection
+) -> None:
+    settings = make_settings(db_url, halt_base_seconds=0.2, halt_max_seconds=0.4)
+    bad_token = httpx.Response(401, json={"ErrorCode": 10, "Message": "Bad or missing token"})
+    with respx.mock(base_url=POSTMARK_URL) as provider:
+        route = provider.post("/email/batch").mock(side_effect=FailFirst([bad_token, bad_token]))
+        async with app_client(settings) as client:
+            (notification_id,) = await _reassign_to_new_users(client, 1)
+            await wait_for_statuses(db, {"sent": 1})
+            ready = (await client.get("/readyz")).json()
+    assert route.call_count == 3
+    assert ready["provider"]["state"] == "ok"  # the halt cleared on the first acceptance
+    history = await db.fetch(
+        "SELECT outcome FROM notification_attempts WHERE notification_id = $1 ORDER BY at",
+        uuid.UUID(notification_id),
+    )
+    assert [r["outcome"] for r in history] == ["halted", "halted", "sent"]
+    # Halts are not the message's fault: they used up no attempts.
+    assert await db.fetchval("SELECT attempts FROM notifications") == 1
