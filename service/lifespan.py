@@ -120,7 +120,15 @@ def _assemble(
         halt_base_seconds=settings.halt_base_seconds, halt_max_seconds=settings.halt_max_seconds
     )
     repository = Repository(pool)
-    queue = MemoryStreamQueue(settings.queue_capacity, settings.queue_send_timeout)
+    delivers = settings.worker_concurrency > 0
+    # An API-only process (WORKER_CONCURRENCY=0) keeps a stream of capacity 0:
+    # nothing is ever taken, so every new row is announced to the delivering
+    # replicas with NOTIFY instead (see routes.offer).
+    queue = (
+        MemoryStreamQueue(settings.queue_capacity, settings.queue_send_timeout)
+        if delivers
+        else MemoryStreamQueue(capacity=0, send_timeout=0)
+    )
     instance_id = new_instance_id()
     wake = WakeUp()
     backlog = BacklogBroadcaster(repository, instance_id, settings.backlog_notify_interval)
@@ -167,8 +175,14 @@ def _assemble(
         ),
         deliverer=deliverer,
         background={
-            "sweeper": partial(sweeper.run, queue),
-            "listener": partial(run_listener, settings.database_url, wake, instance_id),
+            **(
+                {
+                    "sweeper": partial(sweeper.run, queue),
+                    "listener": partial(run_listener, settings.database_url, wake, instance_id),
+                }
+                if delivers
+                else {}
+            ),
             "pruner": pruner.run,
             "backlog-notifier": backlog.run,
         },
@@ -224,7 +238,8 @@ def make_lifespan(
                     # Drain: no new hints; consumers finish what they hold.
                     await queue.close()
                     with anyio.move_on_after(settings.drain_seconds):
-                        await consumers_running.all_done.wait()
+                        if consumers_running.count:
+                            await consumers_running.all_done.wait()
                     if consumers_running.count:
                         logger.warning(
                             "drain deadline passed; %d consumers cancelled, their rows "

@@ -67,5 +67,7 @@ async def retry_dead_notifications(request: Request) -> JSONResponse:
     has_body = bool((await request.body()).strip())
     payload = await parse_body(request, _retry_adapter) if has_body else RetryDeadRequest()
     ids = await state["repository"].retry_dead_matching(payload.recipient)
-    await offer(state, ids[: state["queue"].capacity])
+    # More than the stream holds is left to the sweeper; an API-only process
+    # (capacity 0) still offers one, which announces them all to the others.
+    await offer(state, ids[: max(1, state["queue"].capacity)])
     return JSONResponse(RetryDeadResult(retried=len(ids)))

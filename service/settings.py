@@ -86,7 +86,9 @@ class Settings(BaseSettings):
     # How long a request may wait for room in a full stream before it leaves
     # the rows to the sweeper. The rows are already committed either way.
     queue_send_timeout: float = Field(default=0.01, ge=0)
-    worker_concurrency: int = Field(default=1, ge=1)
+    # Consumer tasks in this process. 0 makes an API-only process: it delivers
+    # nothing itself and announces new rows to the delivering replicas.
+    worker_concurrency: int = Field(default=1, ge=0)
     batch_size: int = Field(default=100, ge=1)
     # After taking every id already waiting, a consumer may wait this long for
     # more to fill a batch. 0: batches form from whatever queued up while the

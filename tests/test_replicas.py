@@ -49,3 +49,24 @@ async def test_an_idle_replica_is_woken_to_take_a_busy_replicas_overflow(
             await wait_for_statuses(db, {"sending": 1, "sent": 4})
             provider_calls.held.release.set()
             await wait_for_statuses(db, {"sent": 5})
+
+
+async def test_an_api_only_process_hands_its_rows_to_a_delivering_replica(
+    db_url: str, db: asyncpg.Connection
+) -> None:
+    slow_polling = {"sweep_interval": 60.0, "sweep_grace": 60.0}
+    api_only = make_settings(db_url, worker_concurrency=0, **slow_polling)
+    worker = make_settings(db_url, **slow_polling)
+    with respx.mock(base_url=POSTMARK_URL) as provider:
+        route = provider.post("/email/batch").mock(side_effect=accept_all)
+        async with app_client(api_only) as api, app_client(worker):
+            assert (await api.get("/readyz")).json()["queue"] == {"used": 0, "capacity": 0}
+            user = await create_user(api, "w@example.com", "W")
+            task = await create_task(api, "Handed over")
+            response = await api.post(
+                "/update-tasks", json=[{"task_id": task, "assignee_id": user}]
+            )
+            assert response.status_code == 200
+            # Only NOTIFY can have told the worker: its polling is a minute away.
+            await wait_for_statuses(db, {"sent": 1})
+    assert route.call_count == 1
