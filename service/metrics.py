@@ -51,6 +51,11 @@ class Metrics:
             ["provider", "outcome"],
             registry=r,
         )
+        self.provider_halted_seconds = Gauge(
+            "email_provider_halted_seconds",
+            "Seconds until sending is tried again after an account-level failure (0: sending)",
+            registry=r,
+        )
         self.sweeper_recoveries = Counter(
             "sweeper_recovered",
             "Rows the sweeper re-offered: expired leases and due pending rows",

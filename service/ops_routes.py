@@ -61,6 +61,7 @@ async def metrics(request: Request) -> Response:
     exported = state["metrics"]
     exported.queue_used.set(state["queue"].buffer_used())
     exported.queue_capacity.set(state["queue"].capacity)
+    exported.provider_halted_seconds.set(state["health"].halted_for())
     try:
         counts = await state["outbox_stats"].current()
     except ServiceError:
