@@ -24,8 +24,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check service tests bench
 	$(BIN)/mypy
 
+# Branch coverage of the in-process tests (the e2e processes are not traced).
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --cov=service --cov-branch --cov-report=term:skip-covered \
+		--cov-fail-under=90
 
 # Benchmarks against baselines run in the same session (docs/BENCHMARKS.md).
 # They need wrk (apt-get install wrk) for the API benchmark.
