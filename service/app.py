@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from importlib.metadata import version
 
 import orjson
 from starlette.applications import Starlette
@@ -12,6 +11,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from service import __version__
 from service.api_docs import render_api_docs
 from service.auth import ApiKeys, AuthMiddleware
 from service.body_limit import BodyLimitMiddleware
@@ -87,9 +87,7 @@ def create_app(settings: Settings, on_fatal: FatalHandler = _log_fatal) -> Starl
         },
         lifespan=make_lifespan(settings, on_fatal, metrics),
     )
-    document = build_openapi(
-        OPERATIONS, title=TITLE, version=version("task-notify-service"), secured=keys.enabled
-    )
+    document = build_openapi(OPERATIONS, title=TITLE, version=__version__, secured=keys.enabled)
     app.state.openapi_json = orjson.dumps(document)
     app.state.api_docs_html = render_api_docs(document)
     return app

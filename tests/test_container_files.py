@@ -17,10 +17,12 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
+import textwrap
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -338,3 +340,37 @@ def test_service_can_be_scaled_without_port_clashes(compose: dict[str, Any]) -> 
             first, _, last = host.partition("-")
             assert last, f"a single host port clashes when scaled: {host}"
             assert int(last) > int(first), host
+
+
+def test_the_app_builds_without_the_project_installed(repo_root: Path) -> None:
+    """The image runs the source tree (only dependencies are installed), so nothing
+    may look up the project's own distribution metadata. A fresh interpreter hides
+    it before anything of the service is imported."""
+    script = textwrap.dedent(
+        """
+        import importlib.metadata as metadata
+
+        real = {name: getattr(metadata, name) for name in ("version", "distribution", "metadata")}
+
+        def hide(lookup):
+            def only_dependencies(name, *args, **kwargs):
+                if name.replace("_", "-") == "task-notify-service":
+                    raise metadata.PackageNotFoundError(name)
+                return lookup(name, *args, **kwargs)
+            return only_dependencies
+
+        for name, lookup in real.items():
+            setattr(metadata, name, hide(lookup))
+
+        from service.app import create_app
+        from service.settings import Settings
+
+        app = create_app(Settings(_env_file=None, database_url="postgresql://unused/db"))
+        print(app.state.openapi_json[:40].decode())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=repo_root, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"openapi":"3.1.0"' in result.stdout
