@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 # The final write of a batch is shielded from cancellation, but not forever:
 # if the database is gone the lease simply expires and the row is retried.
 _RECORD_TIMEOUT_SECONDS = 5.0
+_OUTAGE_BACKOFF_CAP_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +266,9 @@ async def run_consumer(
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Deliver batches until the stream ends; per-batch errors are contained."""
-    outage_backoff = Backoff(base=0.5, cap=10.0)
+    # Capped low: nothing wakes these sleeps when the database returns, so the
+    # cap bounds how long delivery lags behind a recovered database.
+    outage_backoff = Backoff(base=0.5, cap=_OUTAGE_BACKOFF_CAP_SECONDS)
     consecutive_outages = 0
     async with receiver:
         task_status.started()

@@ -84,7 +84,8 @@ class Sweeper:
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Sweep at start-up and then every ``interval`` seconds, until cancelled."""
-        outage_backoff = Backoff(base=self._interval, cap=30.0)
+        # Capped low: nothing wakes this sleep when the database returns.
+        outage_backoff = Backoff(base=self._interval, cap=max(self._interval, 5.0))
         consecutive_outages = 0
         woken = False
         task_status.started()

@@ -107,7 +107,7 @@ async def run_listener(
 
     Start-up does not wait for it: until it works, polling covers.
     """
-    reconnect_backoff = Backoff(base=0.5, cap=30.0)
+    reconnect_backoff = Backoff(base=0.5, cap=10.0)
     failures = 0
     task_status.started()
 
