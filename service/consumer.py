@@ -152,7 +152,7 @@ class Deliverer:
                 return _hold(row, reason, pause)
             case Outcome.RETRY:
                 if result.retry_after is not None:
-                    self._rate_limiter.pause_until(anyio.current_time() + result.retry_after)
+                    self._rate_limiter.pause_for(result.retry_after)
                 if row.attempts >= self._policy.max_attempts:
                     return _dead(row, f"gave up after {row.attempts} attempts: {reason}")
                 delay = result.retry_after

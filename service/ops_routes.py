@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
@@ -11,6 +9,7 @@ from starlette.responses import HTMLResponse, Response
 
 from service.errors import ServiceError
 from service.http_input import app_state
+from service.models import ProviderState, QueueState, Readiness
 from service.responses import JSONResponse
 
 # /readyz must answer quickly even when the database hangs.
@@ -37,22 +36,24 @@ async def readyz(request: Request) -> JSONResponse:
             database = f"unavailable: {exc.message}"
     if ping.cancelled_caught:
         database = "unavailable: no answer in time"
-    provider: dict[str, Any] = {"state": "ok"}
-    if health.halted_for() > 0 and health.halt is not None:
-        provider = {
-            "state": "halted",
-            "reason": health.halt.reason,
-            "retry_in_seconds": round(health.halted_for(), 1),
-        }
+    provider = ProviderState(state="ok")
+    halted_for = health.halted_for()
+    if halted_for > 0 and health.halt is not None:
+        provider = ProviderState(
+            state="halted", reason=health.halt.reason, retry_in_seconds=round(halted_for, 1)
+        )
     ready = database == "ok" and not health.failed_tasks
-    body = {
-        "status": "ready" if ready else "unavailable",
-        "database": database,
-        "background_tasks": health.failed_tasks or "ok",
-        "provider": provider,
-        "queue": {"used": state["queue"].buffer_used(), "capacity": state["queue"].capacity},
-    }
-    return JSONResponse(body, status_code=200 if ready else 503)
+    body = Readiness(
+        status="ready" if ready else "unavailable",
+        database=database,
+        background_tasks=health.failed_tasks or "ok",
+        provider=provider,
+        queue=QueueState(used=state["queue"].buffer_used(), capacity=state["queue"].capacity),
+    )
+    # exclude_none: an ok provider carries no reason or retry time.
+    return JSONResponse(
+        body.model_dump_json(exclude_none=True).encode(), status_code=200 if ready else 503
+    )
 
 
 async def metrics(request: Request) -> Response:

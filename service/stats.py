@@ -1,4 +1,4 @@
-"""Outbox counts for /metrics, /readyz and the dashboard, cached briefly.
+"""Briefly cached reads for /metrics, /readyz and the dashboard.
 
 Counting is index-backed but still proportional to the rows of a status, so
 every reader shares one result per ``ttl`` instead of each running the query.
@@ -6,22 +6,39 @@ every reader shares one result per ``ttl`` instead of each running the query.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
 import anyio
 
 from service.repository import OutboxCounts, Repository
 
+T = TypeVar("T")
 
-class OutboxStats:
-    def __init__(self, repository: Repository, ttl: float) -> None:
-        self._repository = repository
+
+class TimedCache(Generic[T]):
+    """One value, fetched again once it is older than ``ttl`` seconds."""
+
+    def __init__(self, ttl: float) -> None:
         self._ttl = ttl
         self._lock = anyio.Lock()
-        self._cached: OutboxCounts | None = None
+        self._cached: T | None = None
         self._taken_at = float("-inf")
 
-    async def current(self) -> OutboxCounts:
+    async def get(self, fetch: Callable[[], Awaitable[T]]) -> T:
         async with self._lock:  # one query in flight; the others wait for its answer
             if self._cached is None or anyio.current_time() - self._taken_at > self._ttl:
-                self._cached = await self._repository.outbox_counts()
+                self._cached = await fetch()
                 self._taken_at = anyio.current_time()
             return self._cached
+
+
+class OutboxStats:
+    """The outbox counts, shared by every reader of one process."""
+
+    def __init__(self, repository: Repository, ttl: float) -> None:
+        self._repository = repository
+        self._cache = TimedCache[OutboxCounts](ttl)
+
+    async def current(self) -> OutboxCounts:
+        return await self._cache.get(self._repository.outbox_counts)

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-import anyio
-
 from service.dashboard.queries import DashboardRepository, DeliveryActivity
 from service.health import Health
 from service.lifespan import AppState
 from service.models import Notification
 from service.repository import OutboxCounts
+from service.stats import TimedCache
 
 DEAD_LETTERS_SHOWN = 10
 STATUSES = ("pending", "sending", "sent", "dead")
@@ -76,28 +75,15 @@ def provider_state(
     return ProviderState(name, "ok", rate_limit=rate_limit)
 
 
-class ActivityCache:
+class ActivityCache(TimedCache[DeliveryActivity]):
     """Shares one activity query among every open page for ``ttl`` seconds."""
-
-    def __init__(self, ttl: float) -> None:
-        self._ttl = ttl
-        self._lock = anyio.Lock()
-        self._cached: DeliveryActivity | None = None
-        self._taken_at = float("-inf")
-
-    async def current(self, queries: DashboardRepository) -> DeliveryActivity:
-        async with self._lock:  # one query in flight; the others wait for its answer
-            if self._cached is None or anyio.current_time() - self._taken_at > self._ttl:
-                self._cached = await queries.delivery_activity()
-                self._taken_at = anyio.current_time()
-            return self._cached
 
 
 async def take_snapshot(state: AppState, activity_cache: ActivityCache) -> Snapshot:
     """Everything the live part of the dashboard shows; raises ``Unavailable``."""
     settings, repository = state["settings"], state["repository"]
     counts: OutboxCounts = await state["outbox_stats"].current()
-    activity = await activity_cache.current(DashboardRepository(repository))
+    activity = await activity_cache.get(DashboardRepository(repository).delivery_activity)
     dead = await repository.list_notifications(
         status="dead", recipient=None, before=None, limit=DEAD_LETTERS_SHOWN
     )

@@ -30,11 +30,11 @@ LIMIT $5
 """
 
 # Dead letters go back to pending with a fresh set of attempts.
-RETRY_DEAD = """
+RETRY_DEAD = f"""
 UPDATE notifications SET
     status = 'pending', attempts = 0, next_attempt_at = now(), finished_at = NULL
 WHERE id = $1 AND status = 'dead'
-RETURNING id
+RETURNING {_NOTIFICATION_COLUMNS}
 """
 
 RETRY_DEAD_MATCHING = """
@@ -96,14 +96,15 @@ class NotificationStore(Store):
     async def retry_dead(self, notification_id: UUID) -> Notification:
         """Put one dead notification back to pending with its attempts reset."""
         async with self._connection() as conn:
-            retried = await conn.fetchval(RETRY_DEAD, notification_id)
-        notification = await self.get_notification(notification_id)  # 404 if unknown
-        if retried is None:
-            raise Conflict(
-                f"notification {notification_id} is {notification.status}; only dead "
-                "notifications can be retried"
-            )
-        return notification
+            retried = await conn.fetchrow(RETRY_DEAD, notification_id)
+        if retried is not None:
+            return Notification.model_validate(dict(retried))
+        # Not retried: say why (404 if unknown, else the status that is not dead).
+        notification = await self.get_notification(notification_id)
+        raise Conflict(
+            f"notification {notification_id} is {notification.status}; only dead "
+            "notifications can be retried"
+        )
 
     async def retry_dead_matching(self, recipient: str | None) -> list[UUID]:
         async with self._connection() as conn:
