@@ -282,8 +282,8 @@ async def main_async(args: argparse.Namespace) -> str:
     notes = [
         source,
         f"throughput: {args.rows:,} pre-filled e-mails ({args.tasks_per_email} task(s) each), "
-        "service with SWEEP_GRACE=0 and otherwise default settings (BATCH_SIZE 100, "
-        "BATCH_LINGER 0.005, pool 10, LOG_LEVEL INFO, LOG_FORMAT json), EMAIL_PROVIDER=postmark "
+        "service with SWEEP_GRACE=0 and otherwise default settings (BATCH_SIZE 250, "
+        "BATCH_LINGER 0, pool 10, LOG_LEVEL INFO, LOG_FORMAT json), EMAIL_PROVIDER=postmark "
         "against bench/fake_provider.py",
         f"pgqueuer: {args.rows:,} no-op jobs, one QueueManager on one asyncpg connection, "
         f"batch_size {args.pgqueuer_batch_size}, drain mode",

@@ -122,29 +122,33 @@ class Deliverer:
             if len(results) != len(chunk):  # a provider bug; never guess which is which
                 results = [SendResult.retry("provider returned a wrong result count")] * len(chunk)
             self._count_call(results)
+            answered_at = datetime.now(UTC)
             for message, result in zip(chunk, results, strict=True):
-                outcomes.append(self._outcome(rows_by_id[message.notification_id], result))
+                row = rows_by_id[message.notification_id]
+                outcomes.append(self._outcome(row, result, answered_at))
         return outcomes
 
     def _count_call(self, results: list[SendResult]) -> None:
+        # Counted per outcome, not per message: a batch is a hundred messages.
         provider = self._provider.name
-        kinds = {result.outcome for result in results}
-        call_outcome = kinds.pop().value if len(kinds) == 1 else "mixed"
+        by_outcome = Counter(result.outcome for result in results)
+        call_outcome = next(iter(by_outcome)).value if len(by_outcome) == 1 else "mixed"
         self._metrics.provider_calls.labels(provider, call_outcome).inc()
-        for result in results:
-            self._metrics.provider_messages.labels(provider, result.outcome.value).inc()
+        for outcome, count in by_outcome.items():
+            self._metrics.provider_messages.labels(provider, outcome.value).inc(count)
+        if Outcome.ACCEPTED in by_outcome:
+            self._health.provider_accepted()
 
-    def _outcome(self, row: OutboxRow, result: SendResult) -> RecordedOutcome:
+    def _outcome(
+        self, row: OutboxRow, result: SendResult, answered_at: datetime
+    ) -> RecordedOutcome:
+        if result.outcome is Outcome.ACCEPTED:
+            if row.created_at is not None:
+                latency = (answered_at - row.created_at).total_seconds()
+                self._metrics.delivery_latency.observe(max(0.0, latency))
+            return RecordedOutcome(row.id, "sent", provider_message_id=result.provider_message_id)
         reason = _describe(result)
         match result.outcome:
-            case Outcome.ACCEPTED:
-                self._health.provider_accepted()
-                if row.created_at is not None:
-                    latency = (datetime.now(UTC) - row.created_at).total_seconds()
-                    self._metrics.delivery_latency.observe(max(0.0, latency))
-                return RecordedOutcome(
-                    row.id, "sent", provider_message_id=result.provider_message_id
-                )
             case Outcome.REJECTED:
                 return _dead(row, f"rejected: {reason}")
             case Outcome.HALT:

@@ -39,3 +39,7 @@ def configure_logging(level: str, log_format: str) -> None:
             logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
         )
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # httpx logs every provider call at INFO; the consumer's line per batch
+    # already says what happened (ids, outcomes, request id). DEBUG shows both.
+    quiet = logging.getLevelName(level) != logging.DEBUG
+    logging.getLogger("httpx").setLevel(logging.WARNING if quiet else logging.NOTSET)

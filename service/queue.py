@@ -18,6 +18,7 @@ from uuid import UUID
 
 import anyio
 from anyio.abc import ObjectReceiveStream
+from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 logger = logging.getLogger(__name__)
@@ -28,8 +29,8 @@ class NotificationQueue(Protocol):
         """Offer ids to the consumers without waiting long; returns how many were taken."""
         ...
 
-    async def offer(self, notification_id: UUID) -> bool:
-        """Wait for room and queue the id, unless it is queued already."""
+    async def offer(self, ids: Sequence[UUID]) -> int:
+        """Wait for room and queue each id not queued already; returns how many were queued."""
         ...
 
     def buffer_used(self) -> int: ...
@@ -105,20 +106,31 @@ class MemoryStreamQueue:
             logger.debug("queue full: %d notifications left to the sweeper", len(ids) - taken)
         return taken
 
-    async def offer(self, notification_id: UUID) -> bool:
-        """For the sweeper: wait for room (back-pressure), skip ids already queued.
+    async def offer(self, ids: Sequence[UUID]) -> int:
+        """For the sweeper: queue each id not queued yet, waiting for room.
 
+        Waiting is the back-pressure that keeps memory bounded. An id goes in
+        without a trip through the event loop while there is room (a backlog
+        is offered a page at a time, and ``send`` would yield once per id);
+        there is one checkpoint per call so a long page still lets others run.
         Raises ``anyio.ClosedResourceError`` once the queue is closed.
         """
-        if notification_id in self._queued:
-            return False
-        self._queued.add(notification_id)
-        try:
-            await self._send.send(notification_id)
-        except BaseException:
-            self._queued.discard(notification_id)
-            raise
-        return True
+        await checkpoint()
+        queued = 0
+        for notification_id in ids:
+            if notification_id in self._queued:
+                continue
+            self._queued.add(notification_id)
+            try:
+                try:
+                    self._send.send_nowait(notification_id)
+                except anyio.WouldBlock:
+                    await self._send.send(notification_id)
+            except BaseException:
+                self._queued.discard(notification_id)
+                raise
+            queued += 1
+        return queued
 
     async def close(self) -> None:
         """Stop accepting hints and let consumers drain what is buffered."""

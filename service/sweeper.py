@@ -67,11 +67,11 @@ class Sweeper:
     async def _offer_all(self, queue: NotificationQueue, fetch: _PageFetcher, kind: str) -> int:
         offered = 0
         cursor = SWEEP_START
+        recoveries = self._metrics.sweeper_recoveries.labels(kind)
         while page := await fetch(cursor, self._page_size):
-            for notification_id, _ in page:
-                if await queue.offer(notification_id):
-                    offered += 1
-                    self._metrics.sweeper_recoveries.labels(kind).inc()
+            queued = await queue.offer([notification_id for notification_id, _ in page])
+            offered += queued
+            recoveries.inc(queued)
             cursor = page[-1][1]
             if len(page) < self._page_size:
                 break

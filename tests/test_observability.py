@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+from collections.abc import Iterator
 
 import anyio
 import asyncpg
@@ -100,21 +102,38 @@ async def test_a_generated_request_id_is_echoed(client: httpx.AsyncClient) -> No
     assert len(echoed) == 32
 
 
-def test_json_log_lines_carry_the_request_context() -> None:
+@contextlib.contextmanager
+def _configured_logging(level: str, log_format: str) -> Iterator[io.StringIO]:
+    """``configure_logging`` writing to a string; pytest's capture is restored after."""
     stream = io.StringIO()
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
-    configure_logging("INFO", "json")
+    configure_logging(level, log_format)
     handler = root.handlers[0]
     assert isinstance(handler, logging.StreamHandler)
     handler.setStream(stream)
     try:
-        logging.getLogger("service.test").info("hello %s", "world", extra={"route": "/x"})
+        yield stream
     finally:
-        root.handlers[:] = saved_handlers  # leave pytest's own capture as it was
+        root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
+        logging.getLogger("httpx").setLevel(logging.NOTSET)
+
+
+def test_json_log_lines_carry_the_request_context() -> None:
+    with _configured_logging("INFO", "json") as stream:
+        logging.getLogger("service.test").info("hello %s", "world", extra={"route": "/x"})
     line = json.loads(stream.getvalue().splitlines()[-1])
     assert line["message"] == "hello world"
     assert line["level"] == "INFO"
     assert line["route"] == "/x"
     assert {"time", "logger", "request_id", "caller"} <= line.keys()
+
+
+@pytest.mark.parametrize(("level", "shown"), [("INFO", False), ("DEBUG", True)])
+def test_the_http_client_logs_each_call_only_at_debug(level: str, shown: bool) -> None:
+    with _configured_logging(level, "text") as stream:
+        logging.getLogger("httpx").info("HTTP Request: POST /email/batch")
+        logging.getLogger("service.consumer").info("notifications delivered")
+    assert "notifications delivered" in stream.getvalue()
+    assert ("HTTP Request" in stream.getvalue()) is shown

@@ -24,10 +24,10 @@ async def test_an_id_already_queued_is_not_queued_again() -> None:
     receiver = queue.open_receiver()
     first = uuid.uuid4()
     assert await queue.publish([first]) == 1
-    assert not await queue.offer(first)  # the sweeper finds it still queued
+    assert await queue.offer([first]) == 0  # the sweeper finds it still queued
     assert queue.buffer_used() == 1
     assert await receiver.receive() == first
-    assert await queue.offer(first)  # taken by a consumer: it may be offered again
+    assert await queue.offer([first]) == 1  # taken by a consumer: it may be offered again
     assert queue.buffer_used() == 1
     await receiver.aclose()
     await queue.close()
@@ -36,10 +36,10 @@ async def test_an_id_already_queued_is_not_queued_again() -> None:
 async def test_offer_waits_for_room_and_fails_once_closed() -> None:
     queue = MemoryStreamQueue(capacity=1, send_timeout=0)
     receiver = queue.open_receiver()
-    await queue.offer(uuid.uuid4())
+    assert await queue.offer([uuid.uuid4()]) == 1
     second = uuid.uuid4()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(queue.offer, second)
+        tg.start_soon(queue.offer, [second])
         await anyio.wait_all_tasks_blocked()
         assert queue.buffer_used() == 1  # the offer is waiting for room
         await receiver.receive()
@@ -56,6 +56,22 @@ async def test_a_consumer_takes_a_waiting_backlog_without_lingering() -> None:
     await queue.publish(ids)
     with anyio.fail_after(1):  # a linger of an hour would be waited out otherwise
         assert await receive_batch(receiver, batch_size=4, linger=3600) == ids
-    assert await queue.offer(ids[0])  # taken ids are forgotten: they may be offered again
+    assert await queue.offer(ids[:1]) == 1  # taken ids are forgotten: they may be offered again
+    await receiver.aclose()
+    await queue.close()
+
+
+async def test_offer_queues_a_page_once_and_waits_for_room_for_the_rest() -> None:
+    queue = MemoryStreamQueue(capacity=2, send_timeout=0)
+    receiver = queue.open_receiver()
+    ids = [uuid.uuid4() for _ in range(3)]
+    taken: list[uuid.UUID] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(queue.offer, [ids[0], ids[1], ids[0], ids[2]])
+        await anyio.wait_all_tasks_blocked()
+        assert queue.buffer_used() == 2  # the third waits for room
+        for _ in ids:
+            taken.append(await receiver.receive())
+    assert taken == ids  # in order, and the repeated id only once
     await receiver.aclose()
     await queue.close()

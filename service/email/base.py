@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from email.utils import formataddr
 from enum import StrEnum
+from functools import lru_cache
 from typing import Protocol
 
 
@@ -20,6 +22,15 @@ from typing import Protocol
 class Address:
     email: str
     name: str = ""
+
+
+def mailbox(address: Address) -> str:
+    """``address`` as a header value (``Name <addr>``), the name quoted or encoded as needed."""
+    return formataddr((address.name, address.email))
+
+
+# A process sends from one address: its header value is worked out once.
+sender_mailbox = lru_cache(maxsize=16)(mailbox)
 
 
 @dataclass(frozen=True, slots=True)

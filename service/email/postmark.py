@@ -13,13 +13,12 @@ makes us send it again. Delivery is therefore at least once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from email.utils import formataddr
 from typing import Any
 
 import httpx
 import orjson
 
-from service.email.base import BatchLimits, EmailMessage, SendResult
+from service.email.base import BatchLimits, EmailMessage, SendResult, mailbox, sender_mailbox
 from service.email.batching import send_in_chunks
 from service.email.ratelimit import parse_retry_after
 
@@ -35,8 +34,8 @@ _TRANSIENT_CODES = frozenset({100, 429})
 
 def _payload(message: EmailMessage) -> dict[str, Any]:
     return {
-        "From": formataddr((message.sender.name, message.sender.email)),
-        "To": formataddr((message.to.name, message.to.email)),
+        "From": sender_mailbox(message.sender),
+        "To": mailbox(message.to),
         "Subject": message.subject,
         "TextBody": message.text,
         "HtmlBody": message.html,

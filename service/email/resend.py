@@ -15,13 +15,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from email.utils import formataddr
 from typing import Any
 
 import httpx
 import orjson
 
-from service.email.base import BatchLimits, EmailMessage, SendResult
+from service.email.base import BatchLimits, EmailMessage, SendResult, sender_mailbox
 from service.email.batching import send_in_chunks
 from service.email.ratelimit import parse_retry_after
 
@@ -42,7 +41,7 @@ def idempotency_key(notification_ids: Sequence[str]) -> str:
 
 def _payload(message: EmailMessage) -> dict[str, Any]:
     return {
-        "from": formataddr((message.sender.name, message.sender.email)),
+        "from": sender_mailbox(message.sender),
         "to": [message.to.email],
         "subject": message.subject,
         "text": message.text,

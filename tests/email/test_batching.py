@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import pytest
 
 from service.email.base import BatchLimits, EmailMessage, Outcome, SendResult
-from service.email.batching import estimate_bytes, send_in_chunks, split_batches
+from service.email.batching import estimate_bytes, send_in_chunks, size_bound, split_batches
 from tests.email.conftest import MessageFactory
 
 
@@ -57,6 +57,29 @@ def test_estimate_counts_json_escaping(make_message: MessageFactory) -> None:
     quoted = make_message(html='"' * 100)
 
     assert estimate_bytes(quoted) >= estimate_bytes(plain) + 100
+
+
+@pytest.mark.parametrize(
+    "text", ["plain", '"' * 50, "\x01\x1f" * 50, "caf\u00e9 \u4e2d\u6587 \U0001f600" * 20, ""]
+)
+def test_the_cheapsize_bound_is_never_below_the_estimate(
+    make_message: MessageFactory, text: str
+) -> None:
+    # split_batches skips measuring a batch whose bound fits: an under-estimate
+    # would let an oversized request through.
+    message = make_message(html=text, text=text)
+
+    assert size_bound(message) >= estimate_bytes(message)
+
+
+def test_a_batch_far_below_the_byte_limit_splits_by_count_only(
+    make_message: MessageFactory,
+) -> None:
+    messages = [make_message(i) for i in range(6)]
+
+    batches = split_batches(messages, BatchLimits(max_messages=4, max_bytes=10_000_000))
+
+    assert _ids(batches) == [["n-0", "n-1", "n-2", "n-3"], ["n-4", "n-5"]]
 
 
 @pytest.mark.anyio
