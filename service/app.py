@@ -22,6 +22,7 @@ from service.metrics import Metrics
 from service.observability import ObservabilityMiddleware
 from service.openapi import build_openapi
 from service.operations import OPERATIONS, build_routes
+from service.pressure import RequestPressure
 from service.request_id import RequestIdMiddleware
 from service.responses import JSONResponse, error_response
 from service.settings import Settings
@@ -64,6 +65,8 @@ def create_app(settings: Settings, on_fatal: FatalHandler = _log_fatal) -> Starl
     """Build the ASGI app. ``on_fatal`` is called if a background task dies;
     the server passes a callback that shuts the process down."""
     metrics = Metrics()
+    pressure = RequestPressure(settings.db_pool_max_size, settings.delivery_max_defer)
+    metrics.requests_in_flight.set_function(lambda: pressure.in_flight)
     keys = ApiKeys(settings.api_key_map)
     if not keys.enabled:
         logger.warning("API_KEYS is not set: the API is OPEN to anyone who can reach it")
@@ -76,7 +79,7 @@ def create_app(settings: Settings, on_fatal: FatalHandler = _log_fatal) -> Starl
         routes=routes,
         middleware=[
             Middleware(RequestIdMiddleware),
-            Middleware(ObservabilityMiddleware, metrics=metrics, routes=routes),
+            Middleware(ObservabilityMiddleware, metrics=metrics, routes=routes, pressure=pressure),
             Middleware(AuthMiddleware, keys=keys, open_paths=open_paths),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
         ],
@@ -85,7 +88,7 @@ def create_app(settings: Settings, on_fatal: FatalHandler = _log_fatal) -> Starl
             HTTPException: _http_error,
             Exception: _unexpected_error,
         },
-        lifespan=make_lifespan(settings, on_fatal, metrics),
+        lifespan=make_lifespan(settings, on_fatal, metrics, pressure),
     )
     document = build_openapi(OPERATIONS, title=TITLE, version=__version__, secured=keys.enabled)
     app.state.openapi_json = orjson.dumps(document)

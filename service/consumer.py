@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 from uuid import UUID, uuid4
 
 import anyio
@@ -26,6 +27,7 @@ from service.errors import Unavailable
 from service.health import Health
 from service.metrics import Metrics
 from service.models import OutboxRow
+from service.pressure import RequestPressure
 from service.queue import QueueReceiver
 from service.repository import RecordedOutcome, Repository
 
@@ -261,12 +263,17 @@ async def receive_batch(receiver: QueueReceiver, batch_size: int, linger: float)
     return batch
 
 
+class BatchDeliverer(Protocol):
+    async def deliver(self, ids: Sequence[UUID]) -> None: ...
+
+
 async def run_consumer(
     receiver: QueueReceiver,
-    deliverer: Deliverer,
+    deliverer: BatchDeliverer,
     *,
     batch_size: int,
     linger: float,
+    pressure: RequestPressure,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Deliver batches until the stream ends; per-batch errors are contained."""
@@ -276,7 +283,13 @@ async def run_consumer(
     consecutive_outages = 0
     async with receiver:
         task_status.started()
-        while batch := await receive_batch(receiver, batch_size, linger):
+        while True:
+            # Before taking ids off the stream, so that deferred ids stay
+            # where the sweeper knows they are queued.
+            await pressure.wait_until_calm()
+            batch = await receive_batch(receiver, batch_size, linger)
+            if not batch:
+                return
             try:
                 await deliverer.deliver(batch)
                 consecutive_outages = 0

@@ -30,6 +30,7 @@ from service.email.registry import build_provider
 from service.email.render import Renderer, parse_address
 from service.health import Health
 from service.metrics import Metrics
+from service.pressure import RequestPressure
 from service.queue import MemoryStreamQueue
 from service.repository import Repository
 from service.retention import Pruner
@@ -198,7 +199,7 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
 
 
 def make_lifespan(
-    settings: Settings, on_fatal: FatalHandler, metrics: Metrics
+    settings: Settings, on_fatal: FatalHandler, metrics: Metrics, pressure: RequestPressure
 ) -> Callable[[Starlette], AbstractAsyncContextManager[AppState]]:
     def task_died(name: str) -> None:
         metrics.background_failures.labels(name).inc()
@@ -223,6 +224,7 @@ def make_lifespan(
                         parts.deliverer,
                         batch_size=settings.batch_size,
                         linger=settings.batch_linger,
+                        pressure=pressure,
                     )
                     name = f"consumer-{index}"
                     await consumers.start(

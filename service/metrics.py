@@ -23,6 +23,9 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.requests_in_flight = Gauge(
+            "http_requests_in_flight", "HTTP requests being answered", registry=r
+        )
         self.queue_used = Gauge(
             "notification_queue_buffer_used", "Ids waiting in the memory stream", registry=r
         )

@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     # more to fill a batch. 0: batches form from whatever queued up while the
     # consumer was busy, which under load is plenty and when idle costs no latency.
     batch_linger: float = Field(default=0.0, ge=0)
+    # While more requests are in flight than DB_POOL_MAX_SIZE, a consumer waits
+    # up to this long before its next batch: requests first (service/pressure.py).
+    # 0: delivery never gives way.
+    delivery_max_defer: float = Field(default=1.0, ge=0)
     sweep_interval: float = Field(default=1.0, gt=0)
     # Pending rows younger than this are assumed to be in the stream already;
     # the sweeper leaves them to the fast path.

@@ -75,6 +75,23 @@ async def test_metrics_report_requests_outbox_and_delivery(
     )
 
 
+async def test_requests_are_labelled_by_route_template_not_by_path(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.get("/tasks/424242")  # 404 from the handler: the route matched
+    await client.get("/no/such/path")
+    await client.delete("/update-tasks")  # 405: the path matched, the method did not
+    text = (await client.get("/metrics")).text
+    assert _sample(
+        text, "http_requests_total", route="/tasks/{task_id}", method="GET", status="404"
+    )
+    assert _sample(text, "http_requests_total", route="unmatched", method="GET", status="404")
+    assert _sample(
+        text, "http_requests_total", route="/update-tasks", method="DELETE", status="405"
+    )
+    assert "/tasks/424242" not in text
+
+
 async def test_the_request_id_follows_its_notifications_into_delivery_logs(
     client: httpx.AsyncClient, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1,0 +1,53 @@
+"""Requests first: background delivery gives way while the API is saturated.
+
+Requests and delivery share one event loop, one CPU and one connection pool.
+While more requests are in flight than the pool has connections, requests are
+already queueing for the database, and each delivery batch (a claim, the
+rendering, a recording write) makes that queue longer: measured, delivery
+running beside a saturating load took ~15% of the API's throughput
+(docs/BENCHMARKS.md). So a consumer waits for the requests to drain before
+it takes its next batch, but never longer than ``max_defer``: under a
+sustained overload e-mails still go out (a batch per consumer per
+``max_defer``), and the outbox holds the rest until the load passes.
+"""
+
+from __future__ import annotations
+
+import anyio
+
+
+class RequestPressure:
+    """Counts requests in flight; lets background work wait for them to drain."""
+
+    def __init__(self, pool_size: int, max_defer: float) -> None:
+        self._pool_size = pool_size
+        self._max_defer = max_defer
+        self._in_flight = 0
+        self._calm: anyio.Event | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def saturated(self) -> bool:
+        """More requests in flight than connections: some wait for the database."""
+        return self._in_flight > self._pool_size
+
+    def request_started(self) -> None:
+        self._in_flight += 1
+
+    def request_finished(self) -> None:
+        self._in_flight -= 1
+        if self._calm is not None and not self.saturated:
+            self._calm.set()
+            self._calm = None
+
+    async def wait_until_calm(self) -> None:
+        """Return when requests no longer saturate the pool, or after ``max_defer`` s."""
+        if self._max_defer <= 0 or not self.saturated:
+            return
+        if self._calm is None:
+            self._calm = anyio.Event()
+        with anyio.move_on_after(self._max_defer):
+            await self._calm.wait()
