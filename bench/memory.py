@@ -142,8 +142,8 @@ async def main_async(args: argparse.Namespace) -> str:
     notes = [
         source,
         f"provider down: {down}; service with SWEEP_GRACE=0, QUEUE_CAPACITY "
-        f"{args.queue_capacity}, otherwise defaults (WORKER_CONCURRENCY 1, BATCH_SIZE 100, "
-        "MAX_ATTEMPTS 8, RETRY_BASE_SECONDS 1)",
+        f"{args.queue_capacity}, otherwise defaults (WORKER_CONCURRENCY 1, BATCH_SIZE 250, "
+        "MAX_ATTEMPTS 15, RETRY_BASE_SECONDS 1)",
         "backlog inserted while the service runs (3 tasks per e-mail); peak read after every "
         f"row was attempted at least once and {args.settle:g} s more of retries",
     ]

@@ -131,7 +131,7 @@ class Deliverer:
         return outcomes
 
     def _count_call(self, results: list[SendResult]) -> None:
-        # Counted per outcome, not per message: a batch is a hundred messages.
+        # Counted per outcome, not per message: one call carries up to BATCH_SIZE.
         provider = self._provider.name
         by_outcome = Counter(result.outcome for result in results)
         call_outcome = next(iter(by_outcome)).value if len(by_outcome) == 1 else "mixed"
@@ -240,8 +240,14 @@ def _release(row: OutboxRow, reason: str) -> RecordedOutcome:
 async def receive_batch(receiver: QueueReceiver, batch_size: int, linger: float) -> list[UUID]:
     """Wait for one id, take what is already waiting, then gather more for ``linger`` s.
 
+    Consumers take turns: one forms its batch while the others wait for it.
     Returns an empty list when the stream has ended (shutdown).
     """
+    async with receiver.turn:
+        return await _gather_batch(receiver, batch_size, linger)
+
+
+async def _gather_batch(receiver: QueueReceiver, batch_size: int, linger: float) -> list[UUID]:
     try:
         batch = [await receiver.receive()]
     except anyio.EndOfStream:

@@ -40,11 +40,20 @@ class NotificationQueue(Protocol):
 
 
 class QueueReceiver(ObjectReceiveStream[UUID]):
-    """One consumer's receive side; forgets each id as it is taken."""
+    """One consumer's receive side; forgets each id as it is taken.
 
-    def __init__(self, stream: MemoryObjectReceiveStream[UUID], queued: set[UUID]) -> None:
+    ``turn`` is shared by every receiver of a queue: the consumer holding it is
+    the only one waiting for ids, so a request's ids reach one consumer as one
+    batch instead of one id to each idle consumer (a claim, a provider call
+    and a recording write each).
+    """
+
+    def __init__(
+        self, stream: MemoryObjectReceiveStream[UUID], queued: set[UUID], turn: anyio.Lock
+    ) -> None:
         self._stream = stream
         self._queued = queued
+        self.turn = turn
 
     async def receive(self) -> UUID:
         notification_id = await self._stream.receive()
@@ -69,6 +78,7 @@ class MemoryStreamQueue:
         self._send_timeout = send_timeout
         self._send, self._receive = anyio.create_memory_object_stream[UUID](capacity)
         self._queued: set[UUID] = set()
+        self._turn = anyio.Lock()
 
     @property
     def capacity(self) -> int:
@@ -79,7 +89,7 @@ class MemoryStreamQueue:
 
     def open_receiver(self) -> QueueReceiver:
         """A receive side for one consumer; it ends when the queue is closed."""
-        return QueueReceiver(self._receive.clone(), self._queued)
+        return QueueReceiver(self._receive.clone(), self._queued, self._turn)
 
     async def publish(self, ids: Sequence[UUID]) -> int:
         taken = 0

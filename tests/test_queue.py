@@ -7,7 +7,7 @@ import uuid
 import anyio
 
 from service.consumer import receive_batch
-from service.queue import MemoryStreamQueue
+from service.queue import MemoryStreamQueue, QueueReceiver
 
 
 async def test_publish_takes_what_fits_and_never_waits_past_its_timeout() -> None:
@@ -75,3 +75,27 @@ async def test_offer_queues_a_page_once_and_waits_for_room_for_the_rest() -> Non
     assert taken == ids  # in order, and the repeated id only once
     await receiver.aclose()
     await queue.close()
+
+
+async def test_idle_consumers_take_turns_so_a_request_is_one_batch() -> None:
+    queue = MemoryStreamQueue(capacity=100, send_timeout=0)
+    receivers = [queue.open_receiver() for _ in range(4)]
+    batches: list[list[uuid.UUID]] = []
+    ids = [uuid.uuid4() for _ in range(10)]
+
+    async def consume(receiver: QueueReceiver) -> None:
+        batches.append(await receive_batch(receiver, batch_size=100, linger=0))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for receiver in receivers:
+                tg.start_soon(consume, receiver)
+            await anyio.wait_all_tasks_blocked()
+            await queue.publish(ids)
+            await anyio.wait_all_tasks_blocked()
+            # Without turns each idle consumer would have been handed one id.
+            assert batches == [ids]
+            await queue.close()
+    assert batches[1:] == [[], [], []]  # the others saw the stream end
+    for receiver in receivers:
+        await receiver.aclose()
