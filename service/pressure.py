@@ -4,11 +4,12 @@ Requests and delivery share one event loop, one CPU and one connection pool.
 While more requests are in flight than the pool has connections, requests are
 already queueing for the database, and each delivery batch (a claim, the
 rendering, a recording write) makes that queue longer: measured, delivery
-running beside a saturating load took ~15% of the API's throughput
-(docs/BENCHMARKS.md). So a consumer waits for the requests to drain before
-it takes its next batch, but never longer than ``max_defer``: under a
-sustained overload e-mails still go out (a batch per consumer per
-``max_defer``), and the outbox holds the rest until the load passes.
+running beside a saturating load cost the API about 0.12x of the bare
+baseline's throughput (docs/BENCHMARKS.md, findings 4 and 11). So a
+consumer waits for the requests to drain before it takes its next batch,
+but never longer than ``max_defer``: under a sustained overload e-mails
+still go out (a batch per consumer per ``max_defer``), and the outbox
+holds the rest until the load passes.
 """
 
 from __future__ import annotations
