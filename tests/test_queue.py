@@ -99,3 +99,24 @@ async def test_idle_consumers_take_turns_so_a_request_is_one_batch() -> None:
     assert batches[1:] == [[], [], []]  # the others saw the stream end
     for receiver in receivers:
         await receiver.aclose()
+
+
+async def test_a_waiting_consumer_gets_a_whole_offered_page_as_one_batch() -> None:
+    # The sweeper offers a page at once; yielding per id would wake the
+    # consumer after the first one and make every batch a single e-mail.
+    queue = MemoryStreamQueue(capacity=100, send_timeout=0)
+    receiver = queue.open_receiver()
+    page = [uuid.uuid4() for _ in range(50)]
+    batches: list[list[uuid.UUID]] = []
+
+    async def consume() -> None:
+        batches.append(await receive_batch(receiver, batch_size=100, linger=0))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            await anyio.wait_all_tasks_blocked()
+            assert await queue.offer(page) == 50
+    assert batches == [page]
+    await receiver.aclose()
+    await queue.close()

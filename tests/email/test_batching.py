@@ -62,7 +62,7 @@ def test_estimate_counts_json_escaping(make_message: MessageFactory) -> None:
 @pytest.mark.parametrize(
     "text", ["plain", '"' * 50, "\x01\x1f" * 50, "caf\u00e9 \u4e2d\u6587 \U0001f600" * 20, ""]
 )
-def test_the_cheapsize_bound_is_never_below_the_estimate(
+def test_the_size_bound_is_never_below_the_estimate(
     make_message: MessageFactory, text: str
 ) -> None:
     # split_batches skips measuring a batch whose bound fits: an under-estimate
