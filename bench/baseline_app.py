@@ -67,12 +67,13 @@ def _json_default(value: Any) -> str:
     raise TypeError
 
 
-async def update_tasks(request: Request) -> Response:
-    state: _State = request.scope["state"]
-    items = orjson.loads(await request.body())
-    task_ids = [item["task_id"] for item in items]
-    assignee_ids = [item["assignee_id"] for item in items]
-    async with state["pool"].acquire() as conn, conn.transaction():
+async def run_transaction(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy[Any],
+    task_ids: list[int],
+    assignee_ids: list[int],
+) -> tuple[list[asyncpg.Record], list[UUID]]:
+    """BEGIN; UPDATE; INSERT; COMMIT: the updated tasks and the new outbox ids."""
+    async with conn.transaction():
         tasks = await conn.fetch(UPDATE_TASKS, task_ids, assignee_ids)
         rows = await conn.fetch(
             INSERT_OUTBOX,
@@ -82,7 +83,16 @@ async def update_tasks(request: Request) -> Response:
             [t["status"] for t in tasks],
             [t["due_at"] for t in tasks],
         )
-    ids = [row["id"] for row in rows]
+    return tasks, [row["id"] for row in rows]
+
+
+async def update_tasks(request: Request) -> Response:
+    state: _State = request.scope["state"]
+    items = orjson.loads(await request.body())
+    task_ids = [item["task_id"] for item in items]
+    assignee_ids = [item["assignee_id"] for item in items]
+    async with state["pool"].acquire() as conn:
+        tasks, ids = await run_transaction(conn, task_ids, assignee_ids)
     for notification_id in ids:
         try:
             state["hints"].send_nowait(notification_id)

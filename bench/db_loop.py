@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import orjson
 
-from bench.baseline_app import INSERT_OUTBOX, UPDATE_TASKS
+from bench.baseline_app import run_transaction
 from bench.report import percentile
 
 if TYPE_CHECKING:
@@ -31,16 +31,7 @@ if TYPE_CHECKING:
 
 
 async def _baseline_transaction(conn: _Connection, task_ids: list[int], users: list[int]) -> None:
-    async with conn.transaction():
-        tasks = await conn.fetch(UPDATE_TASKS, task_ids, users)
-        await conn.fetch(
-            INSERT_OUTBOX,
-            [t["id"] for t in tasks],
-            [t["assignee_id"] for t in tasks],
-            [t["title"] for t in tasks],
-            [t["status"] for t in tasks],
-            [t["due_at"] for t in tasks],
-        )
+    await run_transaction(conn, task_ids, users)
 
 
 @functools.cache

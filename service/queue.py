@@ -12,6 +12,7 @@ provider (that would fill the stream with copies of the same few ids).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Protocol
 from uuid import UUID
@@ -97,19 +98,10 @@ class MemoryStreamQueue:
             if notification_id in self._queued:
                 taken += 1
                 continue
-            # Marked before sending: a consumer may take it while we wait.
-            self._queued.add(notification_id)
             try:
-                try:
-                    self._send.send_nowait(notification_id)
-                except anyio.WouldBlock:
-                    with anyio.move_on_after(self._send_timeout) as wait:
-                        await self._send.send(notification_id)
-                    if wait.cancelled_caught:
-                        self._queued.discard(notification_id)
-                        break
+                if not await self._put(notification_id, room_within=self._send_timeout):
+                    break
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                self._queued.discard(notification_id)
                 break  # shutting down: the rows stay pending for the next start
             taken += 1
         if taken < len(ids):
@@ -128,19 +120,28 @@ class MemoryStreamQueue:
         await checkpoint()
         queued = 0
         for notification_id in ids:
-            if notification_id in self._queued:
-                continue
-            self._queued.add(notification_id)
-            try:
-                try:
-                    self._send.send_nowait(notification_id)
-                except anyio.WouldBlock:
-                    await self._send.send(notification_id)
-            except BaseException:
-                self._queued.discard(notification_id)
-                raise
-            queued += 1
+            if notification_id not in self._queued:
+                await self._put(notification_id, room_within=math.inf)
+                queued += 1
         return queued
+
+    async def _put(self, notification_id: UUID, *, room_within: float) -> bool:
+        """Queue one id, waiting up to ``room_within`` s for room; False if none came."""
+        # Marked before sending: a consumer may take it while we wait.
+        self._queued.add(notification_id)
+        try:
+            try:
+                self._send.send_nowait(notification_id)
+            except anyio.WouldBlock:
+                with anyio.move_on_after(room_within):
+                    await self._send.send(notification_id)
+                    return True
+                self._queued.discard(notification_id)
+                return False
+        except BaseException:
+            self._queued.discard(notification_id)
+            raise
+        return True
 
     async def close(self) -> None:
         """Stop accepting hints and let consumers drain what is buffered."""
