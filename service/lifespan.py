@@ -60,6 +60,7 @@ class AppState(TypedDict):
     metrics: Metrics
     outbox_stats: OutboxStats
     rate_limiter: RateLimiter
+    pressure: RequestPressure
 
 
 class _Startable(Protocol):
@@ -114,7 +115,11 @@ class _Parts:
 
 
 def _assemble(
-    settings: Settings, pool: asyncpg.Pool, http_client: httpx.AsyncClient, metrics: Metrics
+    settings: Settings,
+    pool: asyncpg.Pool,
+    http_client: httpx.AsyncClient,
+    metrics: Metrics,
+    pressure: RequestPressure,
 ) -> _Parts:
     assert settings.database_url is not None
     health = Health(
@@ -173,6 +178,7 @@ def _assemble(
             metrics=metrics,
             outbox_stats=OutboxStats(repository, ttl=_OUTBOX_STATS_TTL_SECONDS),
             rate_limiter=rate_limiter,
+            pressure=pressure,
         ),
         deliverer=deliverer,
         background={
@@ -213,7 +219,7 @@ def make_lifespan(
             http_client = await resources.enter_async_context(
                 httpx.AsyncClient(timeout=settings.email_timeout, limits=settings.email_limits)
             )
-            parts = _assemble(settings, pool, http_client, metrics)
+            parts = _assemble(settings, pool, http_client, metrics, pressure)
             state, health, queue = parts.state, parts.state["health"], parts.state["queue"]
             consumers_running = _RunningTasks()
             async with anyio.create_task_group() as consumers:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import cast
 
 import anyio
 import httpx
 
 from service.consumer import run_consumer
+from service.lifespan import AppState
 from service.pressure import RequestPressure
 from service.queue import MemoryStreamQueue
+from service.routes import offer
 
 # Long enough that a test which waits it out is an obvious failure.
 _LONG_DEFER = 30.0
@@ -104,3 +107,24 @@ async def test_a_consumer_leaves_ids_queued_while_requests_saturate_the_pool() -
 async def test_requests_in_flight_are_exported(client: httpx.AsyncClient) -> None:
     metrics = (await client.get("/metrics")).text
     assert "http_requests_in_flight 1.0" in metrics  # the scrape itself
+
+
+class _Backlog:
+    def __init__(self) -> None:
+        self.signals = 0
+
+    def signal(self) -> None:
+        self.signals += 1
+
+
+async def test_a_request_does_not_wait_for_room_while_requests_saturate_the_pool() -> None:
+    # The consumers are giving way, so the stream will not drain within the
+    # send timeout: the request hands what does not fit to the sweeper at once.
+    queue = MemoryStreamQueue(capacity=1, send_timeout=_LONG_DEFER)
+    backlog = _Backlog()
+    state = cast(AppState, {"queue": queue, "pressure": _saturated(), "backlog": backlog})
+    with anyio.fail_after(5):
+        await offer(state, [uuid.uuid4(), uuid.uuid4()])
+    assert queue.buffer_used() == 1
+    assert backlog.signals == 1
+    await queue.close()

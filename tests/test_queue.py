@@ -19,6 +19,26 @@ async def test_publish_takes_what_fits_and_never_waits_past_its_timeout() -> Non
     await queue.close()
 
 
+async def test_publish_can_be_told_not_to_wait_for_room() -> None:
+    queue = MemoryStreamQueue(capacity=1, send_timeout=3600)  # waiting it out would fail
+    first, second = uuid.uuid4(), uuid.uuid4()
+    with anyio.fail_after(1):
+        assert await queue.publish([first, second], wait_for_room=False) == 1
+    assert queue.buffer_used() == 1
+    receiver = queue.open_receiver()
+    assert await receiver.receive() == first
+    assert await queue.offer([second]) == 1  # the one not taken was not left marked as queued
+    await receiver.aclose()
+    await queue.close()
+
+
+async def test_an_api_only_queue_takes_nothing_and_never_waits() -> None:
+    queue = MemoryStreamQueue(capacity=0, send_timeout=0)  # WORKER_CONCURRENCY=0
+    with anyio.fail_after(1):
+        assert await queue.publish([uuid.uuid4(), uuid.uuid4()]) == 0
+    await queue.close()
+
+
 async def test_an_id_already_queued_is_not_queued_again() -> None:
     queue = MemoryStreamQueue(capacity=10, send_timeout=0)
     receiver = queue.open_receiver()

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
+import asyncpg.pgproto.pgproto
 import httpx
 import respx
 
+from service.models import Task, UpdateTasksResult
+from service.repository import UpdateOutcome
+from service.routes import render_update_result
 from tests.conftest import POSTMARK_URL
 from tests.support.api import create_task, create_user, wait_for_statuses
 
@@ -61,3 +68,64 @@ async def test_reassignment_sends_one_email_per_new_assignee(
         assert status["status"] == "sent"
         assert status["attempts"] == 1
         assert status["provider_message_id"].startswith("pm-")
+
+
+async def test_updated_tasks_are_shown_as_get_task_shows_them(client: httpx.AsyncClient) -> None:
+    # The response is serialized from the rows without the Task model
+    # (routes.render_update_result): every field, timestamps included, must
+    # still read exactly as the model-rendered GET /tasks/{id} shows it.
+    user = await create_user(client, "carol@example.com", "Carol")
+    tasks = [await create_task(client, title) for title in ("Plain", "Ünïcødé ✓", "Due")]
+    with respx.mock(base_url=POSTMARK_URL, assert_all_called=False) as provider:
+        provider.post("/email/batch").mock(side_effect=_accept_all)
+        response = await client.post(
+            "/update-tasks",
+            json=[
+                {"task_id": tasks[0], "assignee_id": user},
+                {"task_id": tasks[1], "assignee_id": user, "due_at": "2026-12-01T09:00:00Z"},
+                {"task_id": tasks[2], "assignee_id": user, "due_at": "2026-12-01T09:00:00.5+01:00"},
+            ],
+        )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    updated = response.json()["updated"]
+    for task_id, shown in zip(tasks, updated, strict=True):
+        assert shown == (await client.get(f"/tasks/{task_id}")).json()
+    assert [t["due_at"] for t in updated] == [
+        None,
+        "2026-12-01T09:00:00Z",
+        "2026-12-01T08:00:00.500000Z",
+    ]
+
+
+def test_the_update_result_is_serialized_as_the_documented_model() -> None:
+    when = datetime(2026, 11, 28, 15, 38, 4, 41189, tzinfo=UTC)
+    tasks: list[dict[str, Any]] = [
+        {
+            "id": 1,
+            "title": 'Ünïcødé "quoted" ✓',
+            "status": "in_progress",
+            "assignee_id": 7,
+            "due_at": None,
+            "created_at": when,
+            "updated_at": when,
+        },
+        {
+            "id": 2,
+            "title": "",
+            "status": "done",
+            "assignee_id": None,
+            "due_at": when.replace(microsecond=0),
+            "created_at": when,
+            "updated_at": when,
+        },
+    ]
+    ids = [uuid.uuid4(), asyncpg.pgproto.pgproto.UUID(str(uuid.uuid4()))]
+    outcome = UpdateOutcome(tasks=tasks, notification_ids=ids)
+
+    documented = UpdateTasksResult(
+        updated=[Task.model_validate(task) for task in tasks],
+        notifications=ids,
+        message="updated 2 tasks; 2 notifications queued",
+    )
+    assert render_update_result(outcome) == documented.model_dump_json().encode()

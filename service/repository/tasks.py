@@ -83,11 +83,9 @@ notified AS (
 SELECT
     ARRAY(SELECT task_id FROM missing_tasks ORDER BY 1) AS missing_task_ids,
     ARRAY(SELECT assignee_id FROM missing_users ORDER BY 1) AS missing_assignee_ids,
-    (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                'id', id, 'title', title, 'status', status, 'assignee_id', assignee_id,
-                'due_at', due_at, 'created_at', created_at, 'updated_at', updated_at)
-            ORDER BY id), '[]'::jsonb)
-     FROM updated) AS updated,
+    -- Records in TASK_FIELDS order: decoded by asyncpg in C, no JSON round trip.
+    ARRAY(SELECT ROW(id, title, status, assignee_id, due_at, created_at, updated_at)
+          FROM updated ORDER BY id) AS updated,
     ARRAY(SELECT id FROM notified) AS notification_ids
 """
 
@@ -119,9 +117,15 @@ WHERE caller = $1 AND key = $2
 """
 
 
+# The columns of each updated task, in the order UPDATE_TASKS returns them.
+TASK_FIELDS = ("id", "title", "status", "assignee_id", "due_at", "created_at", "updated_at")
+
+
 @dataclass(frozen=True, slots=True)
 class UpdateOutcome:
-    tasks: list[Task]
+    # Plain dicts shaped like models.Task (same keys and value types): the
+    # response is serialized from them directly, see routes.render_update_result.
+    tasks: list[dict[str, Any]]
     notification_ids: list[UUID]
 
 
@@ -246,7 +250,7 @@ async def _update_tasks(
             },
         )
     return UpdateOutcome(
-        tasks=[Task.model_validate(task) for task in row["updated"]],
+        tasks=[dict(zip(TASK_FIELDS, task, strict=True)) for task in row["updated"]],
         notification_ids=list(row["notification_ids"]),
     )
 

@@ -23,6 +23,7 @@ from service.email.ratelimit import RateLimiter
 from service.health import Health
 from service.lifespan import AppState
 from service.metrics import Metrics
+from service.pressure import RequestPressure
 from service.queue import MemoryStreamQueue
 from service.repository import Repository
 from service.repository.notifications import LIST_NOTIFICATIONS
@@ -170,6 +171,7 @@ async def _statements_of_a_snapshot(db_url: str) -> list[str]:
             metrics=Metrics(),
             outbox_stats=OutboxStats(repository, ttl=0),
             rate_limiter=RateLimiter(None),
+            pressure=RequestPressure(pool_size=1, max_defer=0),
         )
         snapshot = await take_snapshot(state, ActivityCache(ttl=0))
         await queue.close()
