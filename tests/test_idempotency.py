@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import anyio
+import anyio.lowlevel
 import asyncpg
 import httpx
 import pytest
 
+from service.database import create_pool
+from service.models import TaskUpdate
+from service.repository import IdempotencyKey, Repository, UpdateOutcome
+from service.repository.tasks import STORE_IDEMPOTENT_RESPONSE, UPDATE_TASKS_ONCE
+from service.settings import Settings
 from tests.conftest import app_client, make_settings
 from tests.support.api import create_task, create_user
 
@@ -134,3 +141,33 @@ async def test_malformed_keys_are_refused(
     )
     assert response.status_code == 422
     assert response.json()["error"]["details"][0]["field"] == "Idempotency-Key"
+
+
+async def test_an_idempotent_update_is_one_statement_and_the_stored_response(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    # Round trips are what this path costs (docs/BENCHMARKS.md, finding 5):
+    # the key is taken by the reassigning statement itself.
+    user = await db.fetchval("INSERT INTO users (email, name) VALUES ('r@x.io', 'R') RETURNING id")
+    task = await db.fetchval("INSERT INTO tasks (title) VALUES ('T') RETURNING id")
+    statements: list[str] = []
+    one_connection = settings.model_copy(update={"db_pool_min_size": 1, "db_pool_max_size": 1})
+    async with await create_pool(one_connection) as pool:
+        async with pool.acquire() as conn:
+            conn.add_query_logger(lambda record: statements.append(record.query))
+        repository = Repository(pool)
+        outcomes = []
+        for key in ("trips-0", "trips-1"):  # the first also introspects the result's types
+            statements.clear()
+            outcomes.append(
+                await repository.update_tasks_once(
+                    [TaskUpdate(task_id=task, assignee_id=user)],
+                    None,
+                    IdempotencyKey("caller", key, b"hash", timedelta(hours=1)),
+                    lambda _: b"{}",
+                )
+            )
+            # asyncpg calls query loggers with call_soon: one pass of the loop runs them.
+            await anyio.lowlevel.checkpoint()
+    assert all(isinstance(outcome, UpdateOutcome) for outcome in outcomes)
+    assert statements == ["BEGIN;", UPDATE_TASKS_ONCE, STORE_IDEMPOTENT_RESPONSE, "COMMIT;"]

@@ -32,9 +32,10 @@ FROM tasks WHERE id = $1
 # One round trip does the whole request: check references, lock the tasks
 # (in id order, so concurrent requests cannot deadlock), update them, and
 # write one outbox row per new assignee with a snapshot of their tasks. When
-# a reference is missing, nothing is locked, updated or inserted.
-UPDATE_TASKS = """
-WITH input AS (
+# a reference is missing, nothing is locked, updated or inserted. {take} and
+# {gate} are empty here; UPDATE_TASKS_ONCE puts the idempotency key in them.
+_UPDATE_TASKS = """
+WITH {take}input AS (
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
                          $5::timestamptz[], $6::boolean[])
         AS i(task_id, assignee_id, status, title, due_at, due_at_given)
@@ -52,7 +53,7 @@ locked AS MATERIALIZED (
     FROM tasks t
     WHERE t.id = ANY($1::bigint[])
       AND NOT EXISTS (SELECT 1 FROM missing_tasks)
-      AND NOT EXISTS (SELECT 1 FROM missing_users)
+      AND NOT EXISTS (SELECT 1 FROM missing_users){gate}
     ORDER BY t.id
     FOR UPDATE
 ),
@@ -86,25 +87,35 @@ SELECT
     -- Records in TASK_FIELDS order: decoded by asyncpg in C, no JSON round trip.
     ARRAY(SELECT ROW(id, title, status, assignee_id, due_at, created_at, updated_at)
           FROM updated ORDER BY id) AS updated,
-    ARRAY(SELECT id FROM notified) AS notification_ids
+    ARRAY(SELECT id FROM notified) AS notification_ids,
+    {taken} AS taken
 """
+UPDATE_TASKS = _UPDATE_TASKS.format(take="", gate="", taken="true")
 
-# Taking a key: a fresh insert, or the takeover of an expired one. While
-# another transaction holds the same key uncommitted, this waits for it, so
-# two concurrent requests with one key do the work once.
-TAKE_IDEMPOTENCY_KEY = """
-INSERT INTO idempotency_keys
-    (caller, key, request_hash, response_status, response_body, expires_at)
-VALUES ($1, $2, $3, 0, '', now() + $4::interval)
-ON CONFLICT (caller, key) DO UPDATE SET
-    request_hash = EXCLUDED.request_hash,
-    response_status = 0,
-    response_body = '',
-    created_at = now(),
-    expires_at = EXCLUDED.expires_at
-WHERE idempotency_keys.expires_at < now()
-RETURNING true
-"""
+# The same statement, but only once per idempotency key: it first takes the
+# key ($8 caller, $9 key, $10 request hash, $11 time to live), by a fresh
+# insert or the takeover of an expired one, and locks nothing unless it got
+# it. While another transaction holds the same key uncommitted, the insert
+# waits for it, so two concurrent requests with one key do the work once.
+# ``taken`` says whether this request did the work.
+UPDATE_TASKS_ONCE = _UPDATE_TASKS.format(
+    take="""taken AS (
+    INSERT INTO idempotency_keys
+        (caller, key, request_hash, response_status, response_body, expires_at)
+    VALUES ($8, $9, $10, 0, '', now() + $11::interval)
+    ON CONFLICT (caller, key) DO UPDATE SET
+        request_hash = EXCLUDED.request_hash,
+        response_status = 0,
+        response_body = '',
+        created_at = now(),
+        expires_at = EXCLUDED.expires_at
+    WHERE idempotency_keys.expires_at < now()
+    RETURNING true
+),
+""",
+    gate="\n      AND EXISTS (SELECT 1 FROM taken)",
+    taken="EXISTS (SELECT 1 FROM taken)",
+)
 
 SELECT_IDEMPOTENT_RESPONSE = """
 SELECT request_hash, response_status, response_body FROM idempotency_keys
@@ -182,7 +193,9 @@ class TaskStore(Store):
     ) -> UpdateOutcome:
         """Apply every update and write the outbox rows, all or nothing."""
         async with self._connection() as conn:
-            return await _update_tasks(conn, updates, request_id)
+            outcome = await _update_tasks(conn, updates, request_id, key=None)
+        assert outcome is not None  # only a taken idempotency key skips the work
+        return outcome
 
     async def update_tasks_once(
         self,
@@ -199,10 +212,8 @@ class TaskStore(Store):
         can be used again.
         """
         async with self._connection() as conn, conn.transaction():
-            taken = await conn.fetchval(
-                TAKE_IDEMPOTENCY_KEY, key.caller, key.key, key.request_hash, key.ttl
-            )
-            if not taken:
+            outcome = await _update_tasks(conn, updates, request_id, key)
+            if outcome is None:
                 stored = _present(
                     await conn.fetchrow(SELECT_IDEMPOTENT_RESPONSE, key.caller, key.key)
                 )
@@ -214,7 +225,6 @@ class TaskStore(Store):
                         ],
                     )
                 return StoredResponse(stored["response_status"], stored["response_body"])
-            outcome = await _update_tasks(conn, updates, request_id)
             await conn.execute(STORE_IDEMPOTENT_RESPONSE, key.caller, key.key, 200, render(outcome))
             return outcome
 
@@ -223,23 +233,28 @@ async def _update_tasks(
     conn: asyncpg.pool.PoolConnectionProxy[Any],
     updates: Sequence[TaskUpdate],
     request_id: str | None,
-) -> UpdateOutcome:
+    key: IdempotencyKey | None,
+) -> UpdateOutcome | None:
+    """The reassigning statement; None if ``key`` is taken already (nothing was done)."""
+    arguments: list[object] = [
+        [u.task_id for u in updates],
+        [u.assignee_id for u in updates],
+        [u.status for u in updates],
+        [u.title for u in updates],
+        [u.due_at for u in updates],
+        [u.due_at_given for u in updates],
+        request_id,
+    ]
+    if key is not None:
+        arguments += [key.caller, key.key, key.request_hash, key.ttl]
+    statement = UPDATE_TASKS if key is None else UPDATE_TASKS_ONCE
     try:
-        row = _present(
-            await conn.fetchrow(
-                UPDATE_TASKS,
-                [u.task_id for u in updates],
-                [u.assignee_id for u in updates],
-                [u.status for u in updates],
-                [u.title for u in updates],
-                [u.due_at for u in updates],
-                [u.due_at_given for u in updates],
-                request_id,
-            )
-        )
+        row = _present(await conn.fetchrow(statement, *arguments))
     except asyncpg.ForeignKeyViolationError as exc:
         # Only possible if a user vanished between check and write.
         raise UnknownReferences("an assignee does not exist") from exc
+    if not row["taken"]:
+        return None
     missing_tasks, missing_assignees = row["missing_task_ids"], row["missing_assignee_ids"]
     if missing_tasks or missing_assignees:
         raise UnknownReferences(
