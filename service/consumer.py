@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -34,7 +34,7 @@ from service.repository import RecordedOutcome, Repository
 
 # Rendering a full batch takes ~8 ms of CPU (~30 µs a message): the consumer
 # yields to the event loop every this many messages, so that requests in
-# flight are not held up behind it (docs/BENCHMARKS.md, finding 18).
+# flight are not held up behind it (docs/BENCHMARKS.md, finding 17).
 _RENDER_SLICE = 32
 
 logger = logging.getLogger(__name__)
@@ -106,17 +106,9 @@ class Deliverer:
             reason = self._health.halt.reason if self._health.halt else "provider halted"
             return [_hold(row, reason, halted_for) for row in rows]
 
-        outcomes: list[RecordedOutcome] = []
-        messages: list[tuple[OutboxRow, EmailMessage]] = []
-        for index, row in enumerate(rows):
-            if index and index % _RENDER_SLICE == 0:
-                await checkpoint()
-            try:
-                messages.append((row, self._renderer.render(row, self._sender)))
-            except Exception as exc:  # bad data must not stop the batch
-                logger.exception("cannot render notification %s", row.id)
-                outcomes.append(_dead(row, f"cannot render: {exc!r}"))
-
+        messages, outcomes = await render_batch(
+            rows, lambda row: self._renderer.render(row, self._sender)
+        )
         async with anyio.create_task_group() as renewal:
             renewal.start_soon(self._renew_lease, [row.id for row in rows], token)
             outcomes += await self._send(messages)
@@ -230,6 +222,27 @@ def _log_outcomes(rows: list[OutboxRow], outcomes: list[RecordedOutcome]) -> Non
 def _describe(result: SendResult) -> str:
     reason = result.reason or result.outcome.value
     return f"{result.code}: {reason}" if result.code else reason
+
+
+async def render_batch(
+    rows: Sequence[OutboxRow], render: Callable[[OutboxRow], EmailMessage]
+) -> tuple[list[tuple[OutboxRow, EmailMessage]], list[RecordedOutcome]]:
+    """Each row with its message; a row that cannot be rendered is dead.
+
+    Yields to the event loop every ``_RENDER_SLICE`` messages: requests in
+    flight are not held up behind a whole batch.
+    """
+    messages: list[tuple[OutboxRow, EmailMessage]] = []
+    dead: list[RecordedOutcome] = []
+    for index, row in enumerate(rows):
+        if index and index % _RENDER_SLICE == 0:
+            await checkpoint()
+        try:
+            messages.append((row, render(row)))
+        except Exception as exc:  # bad data must not stop the batch
+            logger.exception("cannot render notification %s", row.id)
+            dead.append(_dead(row, f"cannot render: {exc!r}"))
+    return messages, dead
 
 
 def _dead(row: OutboxRow, error: str) -> RecordedOutcome:
