@@ -100,8 +100,9 @@ class Settings(BaseSettings):
     batch_linger: float = Field(default=0.0, ge=0)
     # While more requests are in flight than DB_POOL_MAX_SIZE, a consumer waits
     # up to this long before its next batch: requests first (service/pressure.py).
-    # 0: delivery never gives way.
-    delivery_max_defer: float = Field(default=1.0, ge=0)
+    # 5 s rather than 1 s: a batch per second of overload cost the API ~10% of
+    # its p99 (docs/BENCHMARKS.md, finding 18). 0: delivery never gives way.
+    delivery_max_defer: float = Field(default=5.0, ge=0)
     sweep_interval: float = Field(default=1.0, gt=0)
     # Pending rows younger than this are assumed to be in the stream already;
     # the sweeper leaves them to the fast path.
