@@ -23,6 +23,7 @@ import secrets
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -215,19 +216,27 @@ def _tables(runs: list[Run], db_loops: dict[str, dict[str, float]]) -> str:
         ]
         for run in runs
     ]
-    by_round: dict[int, dict[str, LoadResult]] = {}
+    by_round: dict[int, dict[str, Run]] = {}
     for run in runs:
-        by_round.setdefault(run.round, {})[run.app] = run.result
+        by_round.setdefault(run.round, {})[run.app] = run
     apps = list(dict.fromkeys(run.app for run in runs))
+    # App CPU per request is the steadiest of these on a shared machine: the
+    # rates move with whatever else runs, the CPU a request costs much less.
+    metrics: list[tuple[Callable[[Run], float], int]] = [
+        (lambda run: run.result.rps, 1),
+        (lambda run: run.result.p50_ms, 1),
+        (lambda run: run.result.p99_ms, 1),
+        (lambda run: run.cpu_ms_per_request, 2),
+    ]
     summary = []
     for app in apps:
-        results = [r[app] for r in by_round.values() if app in r]
+        mine = [r[app] for r in by_round.values() if app in r]
         row = [app]
-        for metric in ("rps", "p50_ms", "p99_ms"):
-            row.append(report.fmt(report.median([getattr(r, metric) for r in results])))
+        for metric, digits in metrics:
+            row.append(report.fmt(report.median([metric(run) for run in mine]), digits))
             if app != "baseline":
                 ratios = [
-                    report.ratio(getattr(r[app], metric), getattr(r["baseline"], metric))
+                    report.ratio(metric(r[app]), metric(r["baseline"]))
                     for r in by_round.values()
                     if app in r and "baseline" in r
                 ]
@@ -252,9 +261,9 @@ def _tables(runs: list[Run], db_loops: dict[str, dict[str, float]]) -> str:
         ),
         "",
         "Medians over the rounds; in brackets the median of the per-round ratios to the "
-        "baseline (requests/s: higher is better; latency: lower is better).",
+        "baseline (requests/s: higher is better; latency and CPU: lower is better).",
         "",
-        report.table(["app", "requests/s", "p50 ms", "p99 ms"], summary),
+        report.table(["app", "requests/s", "p50 ms", "p99 ms", "app CPU ms/request"], summary),
         "",
         "*outbox rows written / requests counted by the load generator; slightly above 10 "
         "because requests still in flight when a run stops are written but not counted.",
