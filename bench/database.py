@@ -114,7 +114,7 @@ async def reset_outbox(url: str) -> None:
     try:
         await conn.execute("TRUNCATE notifications CASCADE")
         if await conn.fetchval("SELECT to_regclass('idempotency_keys') IS NOT NULL"):
-            await conn.execute("TRUNCATE idempotency_keys")
+            await conn.execute("TRUNCATE idempotency_keys CASCADE")
         await conn.execute("VACUUM ANALYZE tasks")
         await conn.execute("VACUUM ANALYZE notifications")
     finally:

@@ -32,10 +32,10 @@ FROM tasks WHERE id = $1
 # One round trip does the whole request: check references, lock the tasks
 # (in id order, so concurrent requests cannot deadlock), update them, and
 # write one outbox row per new assignee with a snapshot of their tasks. When
-# a reference is missing, nothing is locked, updated or inserted. {take} and
-# {gate} are empty here; UPDATE_TASKS_ONCE puts the idempotency key in them.
+# a reference is missing, nothing is locked, updated or inserted. {take},
+# {gate} and {store} are empty here; UPDATE_TASKS_ONCE fills them in.
 _UPDATE_TASKS = """
-WITH {take}input AS (
+WITH input AS (
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
                          $5::timestamptz[], $6::boolean[])
         AS i(task_id, assignee_id, status, title, due_at, due_at_given)
@@ -48,7 +48,7 @@ missing_users AS (
     SELECT DISTINCT i.assignee_id FROM input i
     WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = i.assignee_id)
 ),
-locked AS MATERIALIZED (
+{take}locked AS MATERIALIZED (
     SELECT t.id, t.assignee_id AS previous_assignee_id
     FROM tasks t
     WHERE t.id = ANY($1::bigint[])
@@ -80,7 +80,7 @@ notified AS (
     WHERE up.previous_assignee_id IS DISTINCT FROM up.assignee_id
     GROUP BY u.id
     RETURNING id
-)
+){store}
 SELECT
     ARRAY(SELECT task_id FROM missing_tasks ORDER BY 1) AS missing_task_ids,
     ARRAY(SELECT assignee_id FROM missing_users ORDER BY 1) AS missing_assignee_ids,
@@ -90,23 +90,28 @@ SELECT
     ARRAY(SELECT id FROM notified) AS notification_ids,
     {taken} AS taken
 """
-UPDATE_TASKS = _UPDATE_TASKS.format(take="", gate="", taken="true")
+UPDATE_TASKS = _UPDATE_TASKS.format(take="", gate="", store="", taken="true")
 
-# The same statement, but only once per idempotency key: it first takes the
-# key ($8 caller, $9 key, $10 request hash, $11 time to live), by a fresh
-# insert or the takeover of an expired one, and locks nothing unless it got
-# it. While another transaction holds the same key uncommitted, the insert
-# waits for it, so two concurrent requests with one key do the work once.
-# ``taken`` says whether this request did the work.
+# The same statement, at most once per idempotency key ($8 caller, $9 key,
+# $10 request hash, $11 time to live). If every reference exists it takes the
+# key, by a fresh insert or the takeover of an expired one, and locks nothing
+# unless it got it; while another transaction holds the same key uncommitted,
+# the insert waits for it, so two concurrent requests with one key do the work
+# once. It also stores the result as typed rows, which a replay renders as
+# the first response was rendered. One statement is atomic: the key, the
+# update and its result are written together or not at all. ``taken`` says
+# whether this request did the work.
 UPDATE_TASKS_ONCE = _UPDATE_TASKS.format(
     take="""taken AS (
     INSERT INTO idempotency_keys
         (caller, key, request_hash, response_status, response_body, expires_at)
-    VALUES ($8, $9, $10, 0, '', now() + $11::interval)
+    SELECT $8, $9, $10, 200, '', now() + $11::interval
+    WHERE NOT EXISTS (SELECT 1 FROM missing_tasks)
+      AND NOT EXISTS (SELECT 1 FROM missing_users)
     ON CONFLICT (caller, key) DO UPDATE SET
         request_hash = EXCLUDED.request_hash,
-        response_status = 0,
-        response_body = '',
+        response_status = EXCLUDED.response_status,
+        response_body = EXCLUDED.response_body,
         created_at = now(),
         expires_at = EXCLUDED.expires_at
     WHERE idempotency_keys.expires_at < now()
@@ -114,17 +119,28 @@ UPDATE_TASKS_ONCE = _UPDATE_TASKS.format(
 ),
 """,
     gate="\n      AND EXISTS (SELECT 1 FROM taken)",
+    store=""",
+stored AS (
+    INSERT INTO idempotent_results (caller, key, tasks, notification_ids)
+    SELECT $8, $9,
+           ARRAY(SELECT ROW(id, title, status, assignee_id, due_at, created_at,
+                            updated_at)::task_result
+                 FROM updated ORDER BY id),
+           ARRAY(SELECT id FROM notified)
+    WHERE EXISTS (SELECT 1 FROM taken)
+    ON CONFLICT (caller, key) DO UPDATE SET
+        tasks = EXCLUDED.tasks,
+        notification_ids = EXCLUDED.notification_ids
+)""",
     taken="EXISTS (SELECT 1 FROM taken)",
 )
 
-SELECT_IDEMPOTENT_RESPONSE = """
-SELECT request_hash, response_status, response_body FROM idempotency_keys
-WHERE caller = $1 AND key = $2
-"""
-
-STORE_IDEMPOTENT_RESPONSE = """
-UPDATE idempotency_keys SET response_status = $3, response_body = $4
-WHERE caller = $1 AND key = $2
+# What a replay returns: the stored result, or (for keys stored before
+# sql/006) the rendered body.
+SELECT_IDEMPOTENT_RESULT = """
+SELECT k.request_hash, k.response_status, k.response_body, r.tasks, r.notification_ids
+FROM idempotency_keys k LEFT JOIN idempotent_results r USING (caller, key)
+WHERE k.caller = $1 AND k.key = $2
 """
 
 
@@ -193,9 +209,9 @@ class TaskStore(Store):
     ) -> UpdateOutcome:
         """Apply every update and write the outbox rows, all or nothing."""
         async with self._connection() as conn:
-            outcome = await _update_tasks(conn, updates, request_id, key=None)
-        assert outcome is not None  # only a taken idempotency key skips the work
-        return outcome
+            row = await _execute(conn, UPDATE_TASKS, _arguments(updates, request_id))
+        _raise_if_missing(row)
+        return _outcome(row["updated"], row["notification_ids"])
 
     async def update_tasks_once(
         self,
@@ -206,37 +222,36 @@ class TaskStore(Store):
     ) -> UpdateOutcome | StoredResponse:
         """Like ``update_tasks``, but at most once per idempotency key.
 
-        Returns the new outcome (whose rendered response is stored with the
-        update, in one transaction), or the response stored by the first
-        request with this key. A failed update stores nothing, so the key
-        can be used again.
+        Returns the new outcome (stored with the update, in the same
+        statement), or the response to the first request with this key,
+        rendered by ``render`` from its stored outcome. A failed update
+        stores nothing, so the key can be used again.
         """
-        async with self._connection() as conn, conn.transaction():
-            outcome = await _update_tasks(conn, updates, request_id, key)
-            if outcome is None:
-                stored = _present(
-                    await conn.fetchrow(SELECT_IDEMPOTENT_RESPONSE, key.caller, key.key)
-                )
-                if stored["request_hash"] != key.request_hash:
-                    raise InvalidInput(
-                        "this Idempotency-Key was already used with a different request body",
-                        details=[
-                            {"field": "Idempotency-Key", "message": "reused with another body"}
-                        ],
-                    )
-                return StoredResponse(stored["response_status"], stored["response_body"])
-            await conn.execute(STORE_IDEMPOTENT_RESPONSE, key.caller, key.key, 200, render(outcome))
-            return outcome
+        arguments = [*_arguments(updates, request_id), key.caller, key.key]
+        arguments += [key.request_hash, key.ttl]
+        async with self._connection() as conn:
+            row = await _execute(conn, UPDATE_TASKS_ONCE, arguments)
+            if row["taken"]:
+                return _outcome(row["updated"], row["notification_ids"])
+            stored = await conn.fetchrow(SELECT_IDEMPOTENT_RESULT, key.caller, key.key)
+        if stored is None:
+            # The key is only taken for an update that can be done.
+            _raise_if_missing(row)
+            # Taken and then pruned as expired between the two statements.
+            raise Conflict("this Idempotency-Key changed hands just now; retry the request")
+        if stored["request_hash"] != key.request_hash:
+            raise InvalidInput(
+                "this Idempotency-Key was already used with a different request body",
+                details=[{"field": "Idempotency-Key", "message": "reused with another body"}],
+            )
+        if stored["tasks"] is None:  # stored before sql/006: the rendered body
+            return StoredResponse(stored["response_status"], stored["response_body"])
+        return StoredResponse(200, render(_outcome(stored["tasks"], stored["notification_ids"])))
 
 
-async def _update_tasks(
-    conn: asyncpg.pool.PoolConnectionProxy[Any],
-    updates: Sequence[TaskUpdate],
-    request_id: str | None,
-    key: IdempotencyKey | None,
-) -> UpdateOutcome | None:
-    """The reassigning statement; None if ``key`` is taken already (nothing was done)."""
-    arguments: list[object] = [
+def _arguments(updates: Sequence[TaskUpdate], request_id: str | None) -> list[object]:
+    """$1 to $7 of the reassigning statement."""
+    return [
         [u.task_id for u in updates],
         [u.assignee_id for u in updates],
         [u.status for u in updates],
@@ -245,16 +260,19 @@ async def _update_tasks(
         [u.due_at_given for u in updates],
         request_id,
     ]
-    if key is not None:
-        arguments += [key.caller, key.key, key.request_hash, key.ttl]
-    statement = UPDATE_TASKS if key is None else UPDATE_TASKS_ONCE
+
+
+async def _execute(
+    conn: asyncpg.pool.PoolConnectionProxy[Any], statement: str, arguments: list[object]
+) -> asyncpg.Record:
     try:
-        row = _present(await conn.fetchrow(statement, *arguments))
+        return _present(await conn.fetchrow(statement, *arguments))
     except asyncpg.ForeignKeyViolationError as exc:
         # Only possible if a user vanished between check and write.
         raise UnknownReferences("an assignee does not exist") from exc
-    if not row["taken"]:
-        return None
+
+
+def _raise_if_missing(row: asyncpg.Record) -> None:
     missing_tasks, missing_assignees = row["missing_task_ids"], row["missing_assignee_ids"]
     if missing_tasks or missing_assignees:
         raise UnknownReferences(
@@ -264,9 +282,13 @@ async def _update_tasks(
                 "missing_assignee_ids": list(missing_assignees),
             },
         )
+
+
+def _outcome(tasks: Sequence[Sequence[Any]], notification_ids: Sequence[UUID]) -> UpdateOutcome:
+    """From the statement's (or a stored result's) task records, in TASK_FIELDS order."""
     return UpdateOutcome(
-        tasks=[dict(zip(TASK_FIELDS, task, strict=True)) for task in row["updated"]],
-        notification_ids=list(row["notification_ids"]),
+        tasks=[dict(zip(TASK_FIELDS, task, strict=True)) for task in tasks],
+        notification_ids=list(notification_ids),
     )
 
 
