@@ -136,13 +136,11 @@ class MemoryStreamQueue:
             try:
                 self._send.send_nowait(notification_id)
             except anyio.WouldBlock:
-                if room_within <= 0:
-                    # Not even a timed wait: its cancel scope costs ~45 µs of CPU.
-                    self._queued.discard(notification_id)
-                    return False
-                with anyio.move_on_after(room_within):
-                    await self._send.send(notification_id)
-                    return True
+                # No timed wait for a zero timeout: its cancel scope costs ~45 µs of CPU.
+                if room_within > 0:
+                    with anyio.move_on_after(room_within):
+                        await self._send.send(notification_id)
+                        return True
                 self._queued.discard(notification_id)
                 return False
         except BaseException:

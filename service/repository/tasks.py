@@ -227,8 +227,10 @@ class TaskStore(Store):
         rendered by ``render`` from its stored outcome. A failed update
         stores nothing, so the key can be used again.
         """
-        arguments = [*_arguments(updates, request_id), key.caller, key.key]
-        arguments += [key.request_hash, key.ttl]
+        arguments = [
+            *_arguments(updates, request_id),
+            *(key.caller, key.key, key.request_hash, key.ttl),
+        ]
         async with self._connection() as conn:
             row = await _execute(conn, UPDATE_TASKS_ONCE, arguments)
             if row["taken"]:
