@@ -17,6 +17,17 @@ from pydantic import ValidationError
 from service.models import OutboxRow
 from service.repository._store import Store, _present
 
+# The statements that act on given ids (claim, renew, record) must find them
+# through the primary key, whatever the planner's statistics say. Their
+# conditions on status are therefore written as CASE expressions, which no
+# index can answer: written plainly, they match the partial indexes'
+# predicates, and the planner may scan notifications_due_idx,
+# notifications_lease_idx or notifications_status_created_idx instead, that
+# is every pending or sending row and the dead index entries of every row
+# that passed through since the last vacuum (bitmap scans never mark them
+# dead). Each batch then cost time in proportion to the backlog and to the
+# traffic since that vacuum (docs/BENCHMARKS.md, finding 22).
+
 # Claim the given rows if they are still claimable: pending and due, or
 # sending with an expired lease (its holder is presumed dead and is fenced
 # off by the new token). SKIP LOCKED lets replicas claim side by side.
@@ -24,8 +35,9 @@ CLAIM_BY_IDS = """
 WITH claimable AS MATERIALIZED (
     SELECT id FROM notifications
     WHERE id = ANY($1::uuid[])
-      AND ((status = 'pending' AND next_attempt_at <= now())
-           OR (status = 'sending' AND lease_expires_at < now()))
+      AND CASE status WHEN 'pending' THEN next_attempt_at <= now()
+                      WHEN 'sending' THEN lease_expires_at < now()
+                      ELSE false END
     ORDER BY id
     FOR UPDATE SKIP LOCKED
 )
@@ -42,7 +54,8 @@ RETURNING n.id, n.recipient_email, n.recipient_name, n.tasks, n.attempts, n.requ
 
 RENEW_LEASE = """
 UPDATE notifications SET lease_expires_at = now() + make_interval(secs => $3)
-WHERE id = ANY($1::uuid[]) AND lease_token = $2 AND status = 'sending'
+WHERE id = ANY($1::uuid[])
+  AND CASE status WHEN 'sending' THEN lease_token = $2 ELSE false END
 RETURNING id
 """
 
@@ -64,7 +77,9 @@ UPDATE notifications n SET
     lease_expires_at = NULL
 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::integer[])
     AS r(id, status, provider_message_id, error, delay, refund)
-WHERE n.id = r.id AND n.lease_token = $1 AND n.status = 'sending'
+WHERE n.id = r.id
+  AND n.id = ANY($2::uuid[])  -- the primary-key lookup, as in the claim
+  AND CASE n.status WHEN 'sending' THEN n.lease_token = $1 ELSE false END
 RETURNING n.id, n.attempts + r.refund AS attempt, r.status, r.refund, r.error,
           r.provider_message_id
 ), history AS (
