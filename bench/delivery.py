@@ -12,18 +12,23 @@
    50% of the best measured e-mail rate (or ``--latency-rates``);
    commit-to-accepted latency is ``sent_at - created_at`` of each row (both
    the database's ``now()``: the start of the writing and of the recording
-   transaction).
+   transaction). ``--replicas N`` runs N service processes on the same
+   database, the load spread evenly over them.
 
 Every row also reports the CPU time the service's (or pgqueuer's) process
-spent per e-mail (job): on a shared, noisy machine that is steadier than a rate.
+spent per e-mail (job), and that of the local PostgreSQL server: on a
+shared, noisy machine that is steadier than a rate, and at a steady load it
+tells how much of the machine the load takes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -34,6 +39,8 @@ from bench import database, load, processes, report
 from bench.load import LoadResult, Workload
 
 _POLL_SECONDS = 0.5
+# A load "kept up" when no e-mail waited a second: the backlog did not grow.
+_KEPT_UP_P99_MS = 1000.0
 
 DRAIN_STATS = """
 SELECT count(*) FILTER (WHERE status = 'sent') AS sent,
@@ -64,17 +71,62 @@ class Drain:
     rate: float
     wall_seconds: float
     cpu_us_per_item: float  # CPU of the service's (or pgqueuer's) process per e-mail (job)
+    postgres_us_per_item: float  # CPU of the local PostgreSQL server per e-mail (job)
 
 
 @dataclass(frozen=True, slots=True)
 class Latency:
-    consumers: int
+    replicas: int
+    consumers: int  # per replica
     target_rate: float
     emails: int
     p50_ms: float
     p99_ms: float
     max_ms: float
     http: LoadResult
+    cpu: WindowCpu
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCpu:
+    """CPU used during the measured window, by the service and by PostgreSQL."""
+
+    seconds: float  # wall time of the window
+    service: float
+    postgres: float | None  # None: the server is not on this machine
+
+    def cores(self, cpu: float | None) -> float:
+        return cpu / self.seconds if cpu is not None and self.seconds else math.nan
+
+    def per_item_us(self, cpu: float | None, items: int) -> float:
+        return 1e6 * cpu / items if cpu is not None and items else math.nan
+
+
+@dataclass(slots=True)
+class _CpuMeter:
+    pids: list[int]  # the service's processes (replicas)
+    started: float = 0.0
+    service: float = 0.0
+    postgres: float | None = None
+
+    def _service_cpu(self) -> float:
+        return sum(processes.cpu_seconds(pid) for pid in self.pids)
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self.service = self._service_cpu()
+        self.postgres = processes.postgres_cpu_seconds()
+
+    def stop(self) -> WindowCpu:
+        postgres_now, postgres_before = processes.postgres_cpu_seconds(), self.postgres
+        postgres = None
+        if postgres_now is not None and postgres_before is not None:
+            postgres = postgres_now - postgres_before
+        return WindowCpu(
+            seconds=time.monotonic() - self.started,
+            service=self._service_cpu() - self.service,
+            postgres=postgres,
+        )
 
 
 async def _wait_until_done(conn: asyncpg.Connection, limit_seconds: float) -> None:
@@ -108,19 +160,27 @@ async def drain_service(
         async with processes.running(
             "service", "service", env, port=port, ready_path="/readyz"
         ) as child:
-            cpu_at_start = processes.cpu_seconds(child.pid)
+            meter = _CpuMeter([child.pid])
+            meter.start()
             await _wait_until_done(conn, args.timeout)
             wall = time.monotonic() - started
-            cpu = processes.cpu_seconds(child.pid) - cpu_at_start
+            cpu = meter.stop()
         stats = await conn.fetchrow(DRAIN_STATS)
     finally:
         await conn.close()
     assert stats is not None
     span = (stats["last"] - stats["first"]).total_seconds() if stats["sent"] else 0.0
     rate = (stats["sent"] - stats["first_batch"]) / span if span else 0.0
-    per_item = 1e6 * cpu / stats["sent"] if stats["sent"] else math.nan
     label = f"service, {consumers} consumer(s)"
-    return Drain(label, consumers, stats["sent"], rate, wall, per_item)
+    return Drain(
+        label,
+        consumers,
+        stats["sent"],
+        rate,
+        wall,
+        cpu.per_item_us(cpu.service, stats["sent"]),
+        cpu.per_item_us(cpu.postgres, stats["sent"]),
+    )
 
 
 async def drain_pgqueuer(args: argparse.Namespace, db_url: str, label: str) -> Drain:
@@ -139,9 +199,12 @@ async def drain_pgqueuer(args: argparse.Namespace, db_url: str, label: str) -> D
     if process.returncode != 0:
         raise RuntimeError("bench.pgqueuer_baseline failed (is pgqueuer installed? see docs)")
     result = json.loads(output)
-    per_item = 1e6 * result["cpu_seconds"] / result["jobs"] if result["jobs"] else math.nan
+    jobs = result["jobs"]
+    per_item = 1e6 * result["cpu_seconds"] / jobs if jobs else math.nan
+    postgres = result["postgres_cpu_seconds"]
+    postgres_per_item = 1e6 * postgres / jobs if jobs and postgres is not None else math.nan
     rate, wall = result["jobs_per_second"], result["wall_seconds"]
-    return Drain(label, 0, result["jobs"], rate, wall, per_item)
+    return Drain(label, 0, jobs, rate, wall, per_item, postgres_per_item)
 
 
 async def measure_latency(
@@ -150,18 +213,29 @@ async def measure_latency(
     await database.reset_outbox(db_url)
     workload = Workload(tasks=args.tasks, users=args.users, per_request=args.per_request)
     request_rate = rate / args.per_request
-    port = processes.free_port()
-    env = _service_env(args, db_url, port, provider_url, consumers)
     conn = await asyncpg.connect(db_url)
     try:
-        async with processes.running(
-            "service", "service", env, port=port, ready_path="/readyz"
-        ) as child:
-            await load.run_paced(child.url, workload, rate=request_rate, seconds=args.warmup)
+        async with contextlib.AsyncExitStack() as replicas:
+            children = []
+            for _ in range(args.replicas):
+                port = processes.free_port()
+                env = _service_env(args, db_url, port, provider_url, consumers)
+                children.append(
+                    await replicas.enter_async_context(
+                        processes.running(
+                            "service", "service", env, port=port, ready_path="/readyz"
+                        )
+                    )
+                )
+            urls = [child.url for child in children]
+            await load.run_paced(urls, workload, rate=request_rate, seconds=args.warmup)
             window_start = await conn.fetchval("SELECT clock_timestamp()")
+            meter = _CpuMeter([child.pid for child in children])
+            meter.start()
             http = await load.run_paced(
-                child.url, workload, rate=request_rate, seconds=args.latency_seconds
+                urls, workload, rate=request_rate, seconds=args.latency_seconds
             )
+            cpu = meter.stop()
             window_end = await conn.fetchval("SELECT clock_timestamp()")
             await _wait_until_done(conn, args.timeout)
         stats = await conn.fetchrow(LATENCY_STATS, window_start, window_end)
@@ -173,7 +247,15 @@ async def measure_latency(
         return value.total_seconds() * 1000 if hasattr(value, "total_seconds") else float("nan")
 
     return Latency(
-        consumers, rate, stats["sent"], ms(stats["p50"]), ms(stats["p99"]), ms(stats["max"]), http
+        args.replicas,
+        consumers,
+        rate,
+        stats["sent"],
+        ms(stats["p50"]),
+        ms(stats["p99"]),
+        ms(stats["max"]),
+        http,
+        cpu,
     )
 
 
@@ -186,26 +268,57 @@ def _latency_table(latencies: list[Latency], best_rate: float) -> str:
         [
             f"{lat.target_rate:,.0f} e-mails/s{_share(lat.target_rate, best_rate)}, "
             f"{lat.http.rps:,.0f} requests/s",
-            str(lat.consumers),
+            str(lat.consumers) if lat.replicas == 1 else f"{lat.replicas} x {lat.consumers}",
             f"{lat.emails:,}",
             report.fmt(lat.p50_ms),
             report.fmt(lat.p99_ms),
             report.fmt(lat.max_ms),
             f"{report.fmt(lat.http.p50_ms)} / {report.fmt(lat.http.p99_ms)}",
+            f"{report.fmt(lat.cpu.cores(lat.cpu.service), 2)} / "
+            f"{report.fmt(lat.cpu.cores(lat.cpu.postgres), 2)}",
+            f"{report.fmt(lat.cpu.per_item_us(lat.cpu.service, lat.emails), 0)} / "
+            f"{report.fmt(lat.cpu.per_item_us(lat.cpu.postgres, lat.emails), 0)}",
         ]
         for lat in latencies
     ]
     headers = [
         "steady load",
-        "consumers",
+        "consumers" if all(lat.replicas == 1 for lat in latencies) else "replicas x consumers",
         "e-mails measured",
         "commit-to-accepted p50 ms",
         "p99 ms",
         "max ms",
         "HTTP p50 / p99 ms",
+        "CPU cores: service / PostgreSQL",
+        "CPU µs per e-mail: service / PostgreSQL",
     ]
-    target = "Target: p50 under 10 ms and p99 under 50 ms at half the best rate."
-    return report.table(headers, rows) + "\n\n" + target
+    notes = [
+        "Target: p50 under 10 ms and p99 under 50 ms at half the best rate.",
+        "CPU is measured over the load window: the service's process, and every local "
+        "PostgreSQL process (n/a when the server is elsewhere); per e-mail is per e-mail "
+        "written in the window, its request included.",
+    ]
+    projection = _half_load_projection(latencies, best_rate)
+    if projection:
+        notes.append(projection)
+    return report.table(headers, rows) + "\n\n" + "\n".join(notes)
+
+
+def _half_load_projection(latencies: list[Latency], best_rate: float) -> str:
+    """What half the best rate costs, by the CPU per e-mail at the busiest load that kept up."""
+    kept_up = [lat for lat in latencies if lat.p99_ms < _KEPT_UP_P99_MS and lat.emails]
+    if math.isnan(best_rate) or not kept_up:
+        return ""
+    basis = max(kept_up, key=lambda lat: lat.target_rate)
+    half = best_rate / 2
+    service = half * basis.cpu.per_item_us(basis.cpu.service, basis.emails) / 1e6
+    postgres = half * basis.cpu.per_item_us(basis.cpu.postgres, basis.emails) / 1e6
+    return (
+        f"At half the best rate ({half:,.0f} e-mails/s) the CPU per e-mail measured at "
+        f"{basis.target_rate:,.0f} e-mails/s comes to {service:.2f} cores for the service "
+        f"(one event loop per process: at most 1 each) and {report.fmt(postgres, 2)} for "
+        f"PostgreSQL, on a machine with {os.cpu_count()} cores."
+    )
 
 
 def _tables(drains: list[Drain], latencies: list[Latency], best_rate: float) -> str:
@@ -219,6 +332,7 @@ def _tables(drains: list[Drain], latencies: list[Latency], best_rate: float) -> 
             report.fmt(d.rate, 0),
             report.fmt(d.wall_seconds),
             report.fmt(d.cpu_us_per_item, 0),
+            report.fmt(d.postgres_us_per_item, 0),
             report.fmt_ratio(report.ratio(d.rate, baseline)) if d.consumers else "-",
         ]
         for d in drains
@@ -231,6 +345,7 @@ def _tables(drains: list[Drain], latencies: list[Latency], best_rate: float) -> 
                 "per second",
                 "wall s (start to all done)",
                 "process CPU µs per item",
+                "PostgreSQL CPU µs per item",
                 "vs pgqueuer",
             ],
             rows,
@@ -290,7 +405,8 @@ async def main_async(args: argparse.Namespace) -> str:
         f"latency: open-loop POST /update-tasks ({args.per_request} e-mails per request) at "
         f"{', '.join(f'{x:.0%}' for x in args.latency_loads)} of the best rate, "
         f"with its consumer count, {args.latency_seconds:g} s each after "
-        f"{args.warmup:g} s of warm-up, default SWEEP_GRACE",
+        f"{args.warmup:g} s of warm-up, default SWEEP_GRACE"
+        + (f", {args.replicas} service processes sharing the load" if args.replicas > 1 else ""),
     ]
     title = "Delivery: outbox to provider"
     return report.header(title, pg_version, notes) + "\n\n" + _tables(drains, latencies, best_rate)
@@ -311,6 +427,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--latency-loads", default="0.1,0.25,0.5", help="shares of the best rate (0.1,0.25,0.5)")
     add("--latency-rates", default="", help="absolute e-mails/s instead of shares of the best")
     add("--latency-only", action="store_true", help="skip the throughput runs (needs rates)")
+    add("--replicas", type=int, default=1, help="service processes for the latency runs (1)")
     add("--warmup", type=float, default=2.0)
     add("--per-request", type=int, default=10)
     add("--tasks", type=int, default=100_000)

@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -146,12 +146,17 @@ async def run_closed_loop(
     """``connections`` clients, each sending its next request when the last answered."""
     if generator == "wrk":
         return await _run_wrk(url, workload, connections, seconds, threads)
-    return await _run_python(url, workload, connections, seconds, paced_rate=None)
+    return await _run_python([url], workload, connections, seconds, paced_rate=None)
 
 
-async def run_paced(url: str, workload: Workload, *, rate: float, seconds: float) -> LoadResult:
-    """Open loop: a request every 1/``rate`` seconds, latency from its scheduled start."""
-    return await _run_python(url, workload, connections=64, seconds=seconds, paced_rate=rate)
+async def run_paced(
+    urls: Sequence[str], workload: Workload, *, rate: float, seconds: float
+) -> LoadResult:
+    """Open loop: a request every 1/``rate`` seconds, latency from its scheduled start.
+
+    The connections are spread evenly over ``urls`` (replicas of the service).
+    """
+    return await _run_python(urls, workload, connections=64, seconds=seconds, paced_rate=rate)
 
 
 async def _run_wrk(
@@ -296,7 +301,11 @@ async def _pace(schedule: asyncio.Queue[float], rate: float, seconds: float, cli
 
 
 async def _run_python(
-    url: str, workload: Workload, connections: int, seconds: float, paced_rate: float | None
+    urls: Sequence[str],
+    workload: Workload,
+    connections: int,
+    seconds: float,
+    paced_rate: float | None,
 ) -> LoadResult:
     tally = _Tally(latencies=[])
     schedule: asyncio.Queue[float] | None = None if paced_rate is None else asyncio.Queue()
@@ -306,6 +315,7 @@ async def _run_python(
         if schedule is not None and paced_rate is not None:
             tg.create_task(_pace(schedule, paced_rate, seconds, connections))
         for index in range(connections):
+            url = urls[index % len(urls)]
             tg.create_task(_client(index, url, workload, deadline, tally, schedule))
     elapsed = time.monotonic() - started
     tool = "python closed loop" if paced_rate is None else f"python open loop {paced_rate:.0f}/s"

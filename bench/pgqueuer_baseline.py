@@ -21,11 +21,13 @@ import asyncpg
 from pgqueuer import AsyncpgDriver, Job, Queries, QueueManager
 from pgqueuer.domain.types import QueueExecutionMode
 
+from bench.processes import postgres_cpu_seconds
+
 _ENQUEUE_CHUNK = 5_000
 ENTRYPOINT = "bench_noop"
 
 
-async def run(jobs: int, batch_size: int) -> dict[str, float]:
+async def run(jobs: int, batch_size: int) -> dict[str, float | None]:
     dsn = os.environ["DATABASE_URL"]
     setup = await asyncpg.connect(dsn)
     try:
@@ -50,8 +52,10 @@ async def run(jobs: int, batch_size: int) -> dict[str, float]:
             done.append(time.perf_counter())
 
         started, cpu_started = time.perf_counter(), time.process_time()
+        postgres_started = postgres_cpu_seconds()
         await manager.run(batch_size=batch_size, mode=QueueExecutionMode.drain)
         finished, cpu = time.perf_counter(), time.process_time() - cpu_started
+        postgres_finished = postgres_cpu_seconds()
     finally:
         await conn.close()
     span = done[-1] - done[0] if len(done) > 1 else 0.0
@@ -61,6 +65,11 @@ async def run(jobs: int, batch_size: int) -> dict[str, float]:
         "jobs_per_second": (len(done) - 1) / span if span else 0.0,
         "wall_seconds": finished - started,
         "cpu_seconds": cpu,
+        "postgres_cpu_seconds": (
+            postgres_finished - postgres_started
+            if postgres_finished is not None and postgres_started is not None
+            else None
+        ),
     }
 
 

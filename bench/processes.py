@@ -64,6 +64,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds() -> float | None:
+    """CPU time used so far by the PostgreSQL servers running on this machine.
+
+    Every process named ``postgres`` counts, with the time of its exited
+    children (backends that closed are reaped by the postmaster, so the sum
+    does not drop when a connection ends). None when no such process is
+    visible: a server on another host or in a container cannot be measured
+    from here.
+    """
+    total, seen = 0, False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # it exited between the listing and the read
+            continue
+        name, fields = stat.split("(", 1)[1].rsplit(")", 1)
+        if name != "postgres":
+            continue
+        seen = True
+        values = fields.split()
+        total += sum(int(v) for v in values[11:15])  # utime, stime, cutime, cstime
+    return total / os.sysconf("SC_CLK_TCK") if seen else None
+
+
 @dataclass(frozen=True, slots=True)
 class MachineCpu:
     """CPU seconds of the whole machine since boot, all cores."""
