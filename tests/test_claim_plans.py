@@ -3,9 +3,9 @@
 Whatever the planner's statistics say: here they were taken while the table
 was empty (as after a deploy, or with autovacuum behind), and then the
 outbox filled with pending and sending rows. Written with plain conditions
-on status, renew and record chose notifications_status_created_idx and
-scanned every sending row per batch; under load the claim chose
-notifications_due_idx the same way (docs/BENCHMARKS.md, finding 22).
+on status, the claim read notifications_due_idx and notifications_lease_idx,
+and renew and record notifications_lease_idx: every pending or sending row,
+for each batch (docs/BENCHMARKS.md, finding 22).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def _scans(plan: dict[str, Any]) -> list[str]:
 
 
 async def _plan_scans(db: asyncpg.Connection, statement: str, *args: object) -> list[str]:
-    async with db.transaction():
-        plan = json.loads(await db.fetchval("EXPLAIN (FORMAT JSON) " + statement, *args))
+    """How ``statement`` would read the notifications table (planned, not run)."""
+    plan = json.loads(await db.fetchval("EXPLAIN (FORMAT JSON) " + statement, *args))
     return _scans(plan[0]["Plan"])
 
 
