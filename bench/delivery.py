@@ -118,14 +118,10 @@ class _CpuMeter:
         self.postgres = processes.postgres_cpu_seconds()
 
     def stop(self) -> WindowCpu:
-        postgres_now, postgres_before = processes.postgres_cpu_seconds(), self.postgres
-        postgres = None
-        if postgres_now is not None and postgres_before is not None:
-            postgres = postgres_now - postgres_before
         return WindowCpu(
             seconds=time.monotonic() - self.started,
             service=self._service_cpu() - self.service,
-            postgres=postgres,
+            postgres=processes.postgres_cpu_since(self.postgres),
         )
 
 
@@ -199,12 +195,18 @@ async def drain_pgqueuer(args: argparse.Namespace, db_url: str, label: str) -> D
     if process.returncode != 0:
         raise RuntimeError("bench.pgqueuer_baseline failed (is pgqueuer installed? see docs)")
     result = json.loads(output)
-    jobs = result["jobs"]
-    per_item = 1e6 * result["cpu_seconds"] / jobs if jobs else math.nan
-    postgres = result["postgres_cpu_seconds"]
-    postgres_per_item = 1e6 * postgres / jobs if jobs and postgres is not None else math.nan
-    rate, wall = result["jobs_per_second"], result["wall_seconds"]
-    return Drain(label, 0, jobs, rate, wall, per_item, postgres_per_item)
+    jobs, rate, wall = result["jobs"], result["jobs_per_second"], result["wall_seconds"]
+    # pgqueuer's process stands where the service's does.
+    cpu = WindowCpu(wall, result["cpu_seconds"], result["postgres_cpu_seconds"])
+    return Drain(
+        label,
+        0,
+        jobs,
+        rate,
+        wall,
+        cpu.per_item_us(cpu.service, jobs),
+        cpu.per_item_us(cpu.postgres, jobs),
+    )
 
 
 async def measure_latency(

@@ -21,7 +21,7 @@ import asyncpg
 from pgqueuer import AsyncpgDriver, Job, Queries, QueueManager
 from pgqueuer.domain.types import QueueExecutionMode
 
-from bench.processes import postgres_cpu_seconds
+from bench.processes import postgres_cpu_seconds, postgres_cpu_since
 
 _ENQUEUE_CHUNK = 5_000
 ENTRYPOINT = "bench_noop"
@@ -55,7 +55,7 @@ async def run(jobs: int, batch_size: int) -> dict[str, float | None]:
         postgres_started = postgres_cpu_seconds()
         await manager.run(batch_size=batch_size, mode=QueueExecutionMode.drain)
         finished, cpu = time.perf_counter(), time.process_time() - cpu_started
-        postgres_finished = postgres_cpu_seconds()
+        postgres = postgres_cpu_since(postgres_started)
     finally:
         await conn.close()
     span = done[-1] - done[0] if len(done) > 1 else 0.0
@@ -65,11 +65,7 @@ async def run(jobs: int, batch_size: int) -> dict[str, float | None]:
         "jobs_per_second": (len(done) - 1) / span if span else 0.0,
         "wall_seconds": finished - started,
         "cpu_seconds": cpu,
-        "postgres_cpu_seconds": (
-            postgres_finished - postgres_started
-            if postgres_finished is not None and postgres_started is not None
-            else None
-        ),
+        "postgres_cpu_seconds": postgres,
     }
 
 

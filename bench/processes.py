@@ -90,6 +90,12 @@ def postgres_cpu_seconds() -> float | None:
     return total / os.sysconf("SC_CLK_TCK") if seen else None
 
 
+def postgres_cpu_since(earlier: float | None) -> float | None:
+    """PostgreSQL's CPU time since the reading ``earlier``; None if either is unknown."""
+    now = postgres_cpu_seconds()
+    return None if now is None or earlier is None else now - earlier
+
+
 @dataclass(frozen=True, slots=True)
 class MachineCpu:
     """CPU seconds of the whole machine since boot, all cores."""
