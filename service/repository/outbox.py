@@ -6,12 +6,14 @@ worker whose lease expired can never overwrite the row's newer state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
+import asyncpg
 from pydantic import ValidationError
 
 from service.models import OutboxRow
@@ -98,6 +100,10 @@ SELECT id FROM recorded
 # The sweeper pages through due work in a stable order (keyset pagination),
 # so ids it already handed to the stream are not handed over again in the
 # same pass. Rows younger than the grace period are left to the fast path.
+# Under stale statistics the first pages read every due row too, but from the
+# sixth run on a connection the prepared statement's generic plan walks the
+# index, and a pass stays linear in the backlog; sorting off would cost three
+# more round trips a page (finding 24).
 SELECT_DUE_PENDING = """
 SELECT id, next_attempt_at AS at FROM notifications
 WHERE status = 'pending'
@@ -133,6 +139,17 @@ WITH doomed AS (
 )
 SELECT count(*) FROM deleted
 """
+
+# The pruner's batches must walk their index in order and stop after a batch,
+# whatever the planner's statistics say. Taken before a long history of
+# finished rows built up (or was first due for pruning), they make the planner
+# expect a handful of doomed rows, and it plans a bitmap scan of all of them
+# and a sort: every batch then reads every doomed row, and a pass takes time
+# quadratic in their number. Sorting is switched off for the statement, in its
+# own transaction only, which leaves the in-order index scan as the cheapest
+# plan (docs/BENCHMARKS.md, finding 24). SET LOCAL ends with the transaction,
+# so the pooled connection keeps its defaults.
+WALK_INDEX_IN_ORDER = "SET LOCAL enable_sort = off"
 
 PRUNE_IDEMPOTENCY_KEYS = """
 WITH doomed AS (
@@ -218,6 +235,16 @@ class OutboxCounts:
     oldest_pending_age_seconds: float | None
 
 
+@asynccontextmanager
+async def walking_index_in_order(
+    conn: asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionProxy[Any],
+) -> AsyncIterator[None]:
+    """A transaction in which the planner will not sort (``WALK_INDEX_IN_ORDER``)."""
+    async with conn.transaction():
+        await conn.execute(WALK_INDEX_IN_ORDER)
+        yield
+
+
 class OutboxStore(Store):
     async def ping(self) -> None:
         async with self._connection() as conn:
@@ -288,7 +315,7 @@ class OutboxStore(Store):
 
     async def prune_finished(self, status: str, older_than: timedelta, limit: int) -> int:
         """Delete up to ``limit`` finished rows; returns how many went."""
-        async with self._connection() as conn:
+        async with self._connection() as conn, walking_index_in_order(conn):
             deleted: int = await conn.fetchval(PRUNE_FINISHED, status, older_than, limit)
         return deleted
 
