@@ -57,10 +57,16 @@ def read_memory(pid: int) -> Memory:
     return Memory(rss=values["VmRSS"], peak_rss=values["VmHWM"])
 
 
+def _proc_stat(process: Path) -> tuple[str, list[str]]:
+    """A process's name and the fields after it in ``<process>/stat`` (fields[0] is field 3)."""
+    # "pid (comm) state ...": the name may hold spaces and parentheses.
+    head, _, rest = (process / "stat").read_text().rpartition(")")
+    return head.split("(", 1)[1], rest.split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time the process has used so far."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)"; fields[0] is field 3
+    _, fields = _proc_stat(Path(f"/proc/{pid}"))
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -78,15 +84,13 @@ def postgres_cpu_seconds() -> float | None:
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            name, fields = _proc_stat(entry)
         except OSError:  # it exited between the listing and the read
             continue
-        name, fields = stat.split("(", 1)[1].rsplit(")", 1)
         if name != "postgres":
             continue
         seen = True
-        values = fields.split()
-        total += sum(int(v) for v in values[11:15])  # utime, stime, cutime, cstime
+        total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
     return total / os.sysconf("SC_CLK_TCK") if seen else None
 
 
