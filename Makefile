@@ -23,6 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check service tests bench
 	$(BIN)/ruff format --check service tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Branch coverage of the in-process tests (the e2e processes are not traced).
 test: lint

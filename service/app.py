@@ -12,19 +12,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service import __version__
-from service.api_docs import render_api_docs
-from service.auth import ApiKeys, AuthMiddleware
-from service.body_limit import BodyLimitMiddleware
 from service.dashboard import Dashboard
+from service.delivery.pressure import RequestPressure
 from service.errors import ServiceError
+from service.http.auth import ApiKeys, AuthMiddleware
+from service.http.body_limit import BodyLimitMiddleware
+from service.http.docs_page import render_api_docs
+from service.http.observability import ObservabilityMiddleware
+from service.http.openapi import build_openapi
+from service.http.operations import OPERATIONS, build_routes
+from service.http.request_id import RequestIdMiddleware
+from service.http.responses import JSONResponse, error_response
 from service.lifespan import FatalHandler, make_lifespan
 from service.metrics import Metrics
-from service.observability import ObservabilityMiddleware
-from service.openapi import build_openapi
-from service.operations import OPERATIONS, build_routes
-from service.pressure import RequestPressure
-from service.request_id import RequestIdMiddleware
-from service.responses import JSONResponse, error_response
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol, TypedDict
+from typing import Protocol
 
 import anyio
 import asyncpg
@@ -22,22 +22,24 @@ import httpx
 from anyio.abc import TaskStatus
 from starlette.applications import Starlette
 
-from service.backoff import Backoff
-from service.consumer import Deliverer, DeliveryPolicy, run_consumer
 from service.database import create_pool
+from service.delivery.backoff import Backoff
+from service.delivery.consumer import Deliverer, DeliveryPolicy, run_consumer
+from service.delivery.handoff import Handoff
+from service.delivery.outbox_stats import OutboxStats
+from service.delivery.pressure import RequestPressure
+from service.delivery.provider_health import Health
+from service.delivery.pruner import Pruner
+from service.delivery.queue import MemoryStreamQueue
+from service.delivery.sweeper import Sweeper
+from service.delivery.wakeup import BacklogBroadcaster, WakeUp, new_instance_id, run_listener
 from service.email.ratelimit import RateLimiter
 from service.email.registry import build_provider
 from service.email.render import Renderer, parse_address
-from service.health import Health
 from service.metrics import Metrics
-from service.pressure import RequestPressure
-from service.queue import MemoryStreamQueue
 from service.repository import Repository
-from service.retention import Pruner
 from service.settings import Settings
-from service.stats import OutboxStats
-from service.sweeper import Sweeper
-from service.wakeup import BacklogBroadcaster, WakeUp, new_instance_id, run_listener
+from service.state import AppState
 
 logger = logging.getLogger(__name__)
 
@@ -47,20 +49,6 @@ _POOL_CLOSE_TIMEOUT_SECONDS = 5.0
 _OUTBOX_STATS_TTL_SECONDS = 2.0
 
 FatalHandler = Callable[[str], None]
-
-
-class AppState(TypedDict):
-    """What request handlers find on ``request.state``."""
-
-    settings: Settings
-    repository: Repository
-    queue: MemoryStreamQueue
-    health: Health
-    backlog: BacklogBroadcaster
-    metrics: Metrics
-    outbox_stats: OutboxStats
-    rate_limiter: RateLimiter
-    pressure: RequestPressure
 
 
 class _Startable(Protocol):
@@ -110,6 +98,7 @@ class _Parts:
     """Everything the lifespan builds once the pool and HTTP client exist."""
 
     state: AppState
+    queue: MemoryStreamQueue
     deliverer: Deliverer
     background: dict[str, _Startable]
 
@@ -129,7 +118,7 @@ def _assemble(
     delivers = settings.worker_concurrency > 0
     # An API-only process (WORKER_CONCURRENCY=0) keeps a stream of capacity 0:
     # nothing is ever taken, so every new row is announced to the delivering
-    # replicas with NOTIFY instead (see routes.offer).
+    # replicas with NOTIFY instead (tests/delivery/test_replicas.py).
     queue = (
         MemoryStreamQueue(settings.queue_capacity, settings.queue_send_timeout)
         if delivers
@@ -172,14 +161,13 @@ def _assemble(
         state=AppState(
             settings=settings,
             repository=repository,
-            queue=queue,
+            handoff=Handoff(queue, pressure, backlog),
             health=health,
-            backlog=backlog,
             metrics=metrics,
             outbox_stats=OutboxStats(repository, ttl=_OUTBOX_STATS_TTL_SECONDS),
             rate_limiter=rate_limiter,
-            pressure=pressure,
         ),
+        queue=queue,
         deliverer=deliverer,
         background={
             **(
@@ -220,7 +208,7 @@ def make_lifespan(
                 httpx.AsyncClient(timeout=settings.email_timeout, limits=settings.email_limits)
             )
             parts = _assemble(settings, pool, http_client, metrics, pressure)
-            state, health, queue = parts.state, parts.state["health"], parts.state["queue"]
+            state, health, queue = parts.state, parts.state["health"], parts.queue
             consumers_running = _RunningTasks()
             async with anyio.create_task_group() as consumers:
                 for index in range(settings.worker_concurrency):

@@ -7,8 +7,8 @@ import sys
 
 from pythonjsonlogger.orjson import OrjsonFormatter
 
-from service.auth import current_caller
-from service.request_id import current_request_id
+from service.http.auth import current_caller
+from service.http.request_id import current_request_id
 
 
 class _ContextFilter(logging.Filter):

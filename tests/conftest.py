@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import asyncpg
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
-from service.app import create_app
 from service.migrations import migrate
 from service.settings import Settings
+from tests.support.app import app_client, make_settings
 from tests.support.database import admin_url_or_none, database_url, start_embedded_server
-from tests.support.settings import settings_from
-
-POSTMARK_URL = "https://postmark.test"
 
 
 @pytest.fixture(scope="session")
@@ -104,25 +98,6 @@ async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-def make_settings(db_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": db_url,
-        "email_provider": "postmark",
-        "email_provider_url": POSTMARK_URL,
-        "email_api_token": "test-token",
-        "email_from": "Task Service <tasks@example.com>",
-        # Fast background loops so tests wait milliseconds, not seconds.
-        "sweep_interval": 0.05,
-        "sweep_grace": 0.2,
-        "retry_base_seconds": 0.05,
-        "retry_max_seconds": 0.2,
-        "batch_linger": 0.001,
-        "drain_seconds": 5.0,
-    }
-    values.update(overrides)
-    return settings_from(**values)
-
-
 @pytest.fixture
 def settings(db_url: str) -> Settings:
     return make_settings(db_url)
@@ -132,19 +107,6 @@ def settings(db_url: str) -> Settings:
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client talking to the app, with the lifespan running."""
     async with app_client(settings) as http:
-        yield http
-
-
-@asynccontextmanager
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """Run the app's lifespan and give an httpx client bound to it."""
-    app = create_app(settings)
-    async with (
-        LifespanManager(app, startup_timeout=20, shutdown_timeout=30) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://service.test"
-        ) as http,
-    ):
         yield http
 
 

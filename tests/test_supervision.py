@@ -11,11 +11,11 @@ from anyio.abc import TaskStatus
 from asgi_lifespan import LifespanManager
 
 from service.app import create_app
-from service.health import Health
+from service.delivery.provider_health import Health
 from service.lifespan import _supervised
 from service.settings import Settings
-from tests.conftest import POSTMARK_URL, app_client, make_settings
 from tests.support.api import create_task, create_user, wait_for_statuses
+from tests.support.app import POSTMARK_URL, app_client, make_settings
 from tests.support.postmark import HeldProvider, sent_messages
 
 

@@ -30,7 +30,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 
-from service.auth import ApiKeys
+from service.http.auth import ApiKeys
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -19,16 +19,15 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from service.auth import ApiKeys
 from service.dashboard.access import DashboardAccess, csrf_valid, from_own_origin
 from service.dashboard.chart import sent_per_minute_chart
 from service.dashboard.queries import LATENCY_WINDOW_MINUTES
 from service.dashboard.snapshot import ActivityCache, take_snapshot
 from service.dashboard.views import FRAGMENT_HEADER, SECURITY_HEADERS, Views
 from service.errors import Conflict, NotFound, Unavailable
-from service.http_input import app_state
-from service.routes import offer
+from service.http.auth import ApiKeys
 from service.settings import Settings
+from service.state import app_state
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +237,7 @@ class Dashboard:
         except (Conflict, NotFound, Unavailable) as exc:
             flash = {"kind": "warn", "text": exc.message, "link": None}
         else:
-            await offer(state, [notification_id])
+            await state["handoff"].hand_over([notification_id])
             logger.info("dashboard retry of notification %s by %s", notification_id, principal)
             flash = {
                 "kind": "ok",

@@ -14,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from service.dashboard.queries import DashboardRepository, DeliveryActivity
-from service.health import Health
-from service.lifespan import AppState
+from service.delivery.outbox_stats import TimedCache
+from service.delivery.provider_health import Health
 from service.models import Notification
 from service.repository import OutboxCounts
-from service.stats import TimedCache
+from service.state import AppState
 
 DEAD_LETTERS_SHOWN = 10
 STATUSES = ("pending", "sending", "sent", "dead")
@@ -92,8 +92,8 @@ async def take_snapshot(state: AppState, activity_cache: ActivityCache) -> Snaps
         taken_at=now,
         counts={status: counts.by_status.get(status, 0) for status in STATUSES},
         oldest_pending_age_seconds=counts.oldest_pending_age_seconds,
-        queue_used=state["queue"].buffer_used(),
-        queue_capacity=state["queue"].capacity,
+        queue_used=state["handoff"].buffer_used(),
+        queue_capacity=state["handoff"].capacity,
         provider=provider_state(
             settings.email_provider,
             state["health"],

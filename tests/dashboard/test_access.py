@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from service.app import create_app
-from tests.conftest import app_client, make_settings
-from tests.dashboard.conftest import API_KEY, SESSION_SECRET, csrf_from
+from tests.support.app import app_client, make_settings
+from tests.support.dashboard import API_KEY, SESSION_SECRET, csrf_from
 from tests.support.settings import settings_from
 
 PASSWORD = "correct horse battery staple"

@@ -11,9 +11,9 @@ import asyncpg
 import httpx
 from playwright.async_api import Browser, Page, ViewportSize, expect
 
-from tests.dashboard.conftest import API_KEY, PageWatch, dashboard_settings, live_server
 from tests.dashboard.seed import seed_tour
 from tests.support.api import create_task, create_user, wait_for_statuses
+from tests.support.dashboard import API_KEY, PageWatch, dashboard_settings, live_server
 from tests.support.fake_provider import FakeProvider
 
 _VIEWPORT: ViewportSize = {"width": 1360, "height": 800}

@@ -11,11 +11,11 @@ import httpx
 import pytest
 import respx
 
+from service.delivery.outbox_stats import OutboxStats
 from service.errors import Unavailable
-from service.stats import OutboxStats
-from tests.conftest import POSTMARK_URL
-from tests.dashboard.conftest import csrf_from
 from tests.support.api import create_task, create_user, wait_for_statuses
+from tests.support.app import POSTMARK_URL
+from tests.support.dashboard import csrf_from
 from tests.support.postmark import accept_all
 
 FRAGMENT = {"X-Dashboard-Fragment": "live"}

@@ -19,17 +19,18 @@ from service.dashboard.queries import (
 )
 from service.dashboard.snapshot import ActivityCache, take_snapshot
 from service.database import create_pool
+from service.delivery.handoff import Handoff
+from service.delivery.outbox_stats import OutboxStats
+from service.delivery.pressure import RequestPressure
+from service.delivery.provider_health import Health
+from service.delivery.queue import MemoryStreamQueue
+from service.delivery.wakeup import BacklogBroadcaster, new_instance_id
 from service.email.ratelimit import RateLimiter
-from service.health import Health
-from service.lifespan import AppState
 from service.metrics import Metrics
-from service.pressure import RequestPressure
-from service.queue import MemoryStreamQueue
 from service.repository import Repository
 from service.repository.notifications import LIST_NOTIFICATIONS
-from service.stats import OutboxStats
-from service.wakeup import BacklogBroadcaster, new_instance_id
-from tests.conftest import make_settings
+from service.state import AppState
+from tests.support.app import make_settings
 
 _USER = "INSERT INTO users (email, name) VALUES ('a@example.com', 'A') RETURNING id"
 
@@ -165,13 +166,15 @@ async def _statements_of_a_snapshot(db_url: str) -> list[str]:
         state = AppState(
             settings=settings,
             repository=repository,
-            queue=queue,
+            handoff=Handoff(
+                queue,
+                RequestPressure(pool_size=1, max_defer=0),
+                BacklogBroadcaster(repository, new_instance_id(), 0.1),
+            ),
             health=Health(),
-            backlog=BacklogBroadcaster(repository, new_instance_id(), 0.1),
             metrics=Metrics(),
             outbox_stats=OutboxStats(repository, ttl=0),
             rate_limiter=RateLimiter(None),
-            pressure=RequestPressure(pool_size=1, max_defer=0),
         )
         snapshot = await take_snapshot(state, ActivityCache(ttl=0))
         await queue.close()

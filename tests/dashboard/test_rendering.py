@@ -10,7 +10,7 @@ from service.dashboard.chart import HEIGHT, nice_ceiling, sent_per_minute_chart
 from service.dashboard.queries import DeliveryActivity
 from service.dashboard.snapshot import provider_state
 from service.dashboard.views import ago, duration
-from service.health import Health
+from service.delivery.provider_health import Health
 
 NOW = datetime(2026, 5, 4, 12, 30, tzinfo=UTC)
 

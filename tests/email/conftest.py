@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -8,8 +8,7 @@ import httpx
 import pytest
 
 from service.email.base import Address, EmailMessage
-
-MessageFactory = Callable[..., EmailMessage]
+from tests.support.messages import MessageFactory
 
 
 @pytest.fixture

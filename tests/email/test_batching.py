@@ -6,7 +6,7 @@ import pytest
 
 from service.email.base import BatchLimits, EmailMessage, Outcome, SendResult
 from service.email.batching import estimate_bytes, send_in_chunks, size_bound, split_batches
-from tests.email.conftest import MessageFactory
+from tests.support.messages import MessageFactory
 
 
 def _ids(batches: list[list[EmailMessage]]) -> list[list[str]]:

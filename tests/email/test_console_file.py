@@ -11,7 +11,7 @@ import pytest
 from service.email.base import Address, Outcome, SendResult
 from service.email.console import ConsoleProvider
 from service.email.file import FileProvider, eml_filename
-from tests.email.conftest import MessageFactory
+from tests.support.messages import MessageFactory
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import respx
 
 from service.email.base import Outcome, SendResult
 from service.email.mailpit import DEFAULT_BASE_URL, MailpitProvider
-from tests.email.conftest import MessageFactory
+from tests.support.messages import MessageFactory
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,7 @@ import respx
 
 from service.email.base import Outcome, SendResult
 from service.email.postmark import DEFAULT_BASE_URL, PostmarkProvider
-from tests.email.conftest import MessageFactory
+from tests.support.messages import MessageFactory
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,7 @@ from service.email.postmark import PostmarkProvider
 from service.email.registry import build_provider
 from service.email.resend import ResendProvider
 from service.settings import ProviderName, Settings
-from tests.email.conftest import MessageFactory
+from tests.support.messages import MessageFactory
 
 pytestmark = pytest.mark.anyio
 

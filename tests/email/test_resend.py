@@ -10,7 +10,7 @@ import respx
 
 from service.email.base import Outcome, SendResult
 from service.email.resend import DEFAULT_BASE_URL, ResendProvider, idempotency_key
-from tests.email.conftest import MessageFactory
+from tests.support.messages import MessageFactory
 
 pytestmark = pytest.mark.anyio
 

@@ -1,0 +1,1 @@
+"""The background side: the stream, consumers, sweeper, wake-ups, pruning."""

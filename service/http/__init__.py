@@ -1,0 +1,1 @@
+"""The request side: routing, parsing, auth, responses and the handlers."""

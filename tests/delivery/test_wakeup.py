@@ -1,0 +1,58 @@
+"""LISTEN/NOTIFY wake-ups between replicas."""
+
+from __future__ import annotations
+
+import anyio
+import asyncpg
+
+from service.delivery.wakeup import CHANNEL, WakeUp, run_listener
+
+
+async def test_a_notification_from_another_replica_wakes_the_sweeper(
+    db_url: str, db: asyncpg.Connection
+) -> None:
+    wake = WakeUp()
+    async with anyio.create_task_group() as tg:
+        await tg.start(run_listener, db_url, wake, "me")
+        await _wait_for_listener(db)
+        await db.execute("SELECT pg_notify($1, 'me')", CHANNEL)
+        await db.execute("SELECT pg_notify($1, 'another-replica')", CHANNEL)
+        with anyio.fail_after(5):
+            assert await wake.sleep(10)
+        # Our own notification did not set it a second time.
+        assert not await wake.sleep(0)
+        tg.cancel_scope.cancel()
+
+
+async def test_the_listener_reconnects_after_its_connection_is_killed(
+    db_url: str, db: asyncpg.Connection
+) -> None:
+    wake = WakeUp()
+    async with anyio.create_task_group() as tg:
+        await tg.start(run_listener, db_url, wake, "me")
+        await _wait_for_listener(db)
+        await db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+        )
+        # On reconnecting it wakes the sweeper (notifications may have been missed).
+        with anyio.fail_after(10):
+            assert await wake.sleep(10)
+        await _wait_for_listener(db)
+        await db.execute("SELECT pg_notify($1, 'another-replica')", CHANNEL)
+        with anyio.fail_after(5):
+            assert await wake.sleep(10)
+        tg.cancel_scope.cancel()
+
+
+async def _wait_for_listener(db: asyncpg.Connection) -> None:
+    """Until the server shows the LISTEN connection (it offers no event for that)."""
+    with anyio.fail_after(5):
+        while True:
+            listening = await db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' "
+                "AND datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            if listening:
+                return
+            await anyio.sleep(0.01)
