@@ -64,11 +64,10 @@ async def _stop_on_signal(
 def _settle_heap() -> None:
     """Take what start-up built out of the garbage collector's way.
 
-    Modules, the app, its routes, schemas and templates are ~64,000 objects
-    that live as long as the process. Every full collection walked them all:
-    27-47 ms with the event loop stopped, about once a second under load.
-    Frozen, a full collection takes 3-6 ms (docs/BENCHMARKS.md, finding 21).
-    Collected first, so that no start-up garbage is frozen with them.
+    Modules, the app, its routes, schemas and templates live as long as the
+    process; frozen, they are no longer walked by every full collection while
+    the event loop waits. Collected first, so that no start-up garbage is
+    frozen with them (tests/test_main.py).
     """
     gc.collect()
     gc.freeze()

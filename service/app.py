@@ -20,7 +20,7 @@ from service.http.body_limit import BodyLimitMiddleware
 from service.http.docs_page import render_api_docs
 from service.http.observability import ObservabilityMiddleware
 from service.http.openapi import build_openapi
-from service.http.operations import OPERATIONS, build_routes
+from service.http.operations import OPERATIONS, build_routes, open_paths
 from service.http.request_id import RequestIdMiddleware
 from service.http.responses import JSONResponse, error_response
 from service.lifespan import FatalHandler, make_lifespan
@@ -54,8 +54,8 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=500)
 
 
-def _open_paths(settings: Settings) -> frozenset[str]:
-    paths = {op.path for op in OPERATIONS if op.open} | {"/openapi.json", "/docs"}
+def _keyless_paths(settings: Settings) -> frozenset[str]:
+    paths = set(open_paths())
     if settings.metrics_require_auth:
         paths.discard("/metrics")
     return frozenset(paths)
@@ -74,13 +74,13 @@ def create_app(settings: Settings, on_fatal: FatalHandler = _log_fatal) -> Starl
     # its paths pass the key check and it guards them itself.
     dashboard = Dashboard(settings, keys)
     routes = [*build_routes(), *dashboard.routes]
-    open_paths = _open_paths(settings) | dashboard.open_paths
+    keyless_paths = _keyless_paths(settings) | dashboard.open_paths
     app = Starlette(
         routes=routes,
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(ObservabilityMiddleware, metrics=metrics, routes=routes, pressure=pressure),
-            Middleware(AuthMiddleware, keys=keys, open_paths=open_paths),
+            Middleware(AuthMiddleware, keys=keys, open_paths=keyless_paths),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
         ],
         exception_handlers={

@@ -26,7 +26,7 @@ def configure_logging(level: str, log_format: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_ContextFilter())
     if log_format == "json":
-        # orjson: a third cheaper per line than the stdlib encoder (one line per request).
+        # orjson rather than the stdlib encoder: there is a line per request.
         handler.setFormatter(
             OrjsonFormatter(
                 "{asctime}{levelname}{name}{message}{request_id}{caller}",

@@ -21,9 +21,15 @@ from starlette.staticfiles import StaticFiles
 
 from service.dashboard.access import DashboardAccess, csrf_valid, from_own_origin
 from service.dashboard.chart import sent_per_minute_chart
-from service.dashboard.queries import LATENCY_WINDOW_MINUTES
-from service.dashboard.snapshot import ActivityCache, take_snapshot
+from service.dashboard.queries import (
+    LATENCY_WINDOW_MINUTES,
+    DeadLetterStore,
+    DeliveryActivity,
+    InsightsStore,
+)
+from service.dashboard.snapshot import take_snapshot
 from service.dashboard.views import FRAGMENT_HEADER, SECURITY_HEADERS, Views
+from service.delivery.outbox_stats import TimedCache
 from service.errors import Conflict, NotFound, Unavailable
 from service.http.auth import ApiKeys
 from service.settings import Settings
@@ -63,7 +69,7 @@ class Dashboard:
         self._settings = settings
         self._access = DashboardAccess(settings, keys)
         self._views = Views(settings, self._access)
-        self._activity = ActivityCache(_ACTIVITY_TTL_SECONDS)
+        self._activity = TimedCache[DeliveryActivity](_ACTIVITY_TTL_SECONDS)
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -82,11 +88,11 @@ class Dashboard:
     @property
     def open_paths(self) -> frozenset[str]:
         """Paths the bearer-key middleware lets through: the dashboard checks its own."""
-        pages = {OVERVIEW_PATH, NOTIFICATION_PATH, SEARCH_PATH, LOGIN_PATH, LOGOUT_PATH}
+        pages = {route.path for route in self.routes if isinstance(route, Route)}
         # "/dashboard/" too: the router redirects it to the page instead of a bare 401.
         typed = {f"{OVERVIEW_PATH}/"}
         static = {f"{STATIC_PATH}/{path.name}" for path in STATIC_DIR.iterdir()}
-        return frozenset(pages | typed | {RETRY_PATH} | static)
+        return frozenset(pages | typed | static)
 
     # --- pages ----------------------------------------------------------------
 
@@ -130,10 +136,10 @@ class Dashboard:
                 "No such notification",
                 f"“{raw}” is not a notification id.",
             )
-        repository = app_state(request)["repository"]
+        store: InsightsStore = app_state(request)["repository"]
         try:
-            notification = await repository.get_notification(notification_id)
-            attempts = await repository.attempts(notification_id)
+            notification = await store.get_notification(notification_id)
+            attempts = await store.attempts(notification_id)
         except NotFound:
             return self._views.problem(
                 request,
@@ -173,8 +179,9 @@ class Dashboard:
         else:
             target = f"{NOTIFICATION_PATH}?{urlencode({'id': str(notification_id)})}"
             return RedirectResponse(target, status_code=303)
+        store: InsightsStore = app_state(request)["repository"]
         try:
-            items = await app_state(request)["repository"].list_notifications(
+            items = await store.list_notifications(
                 status=None, recipient=query, before=None, limit=_SEARCH_LIMIT
             )
         except Unavailable as exc:
@@ -232,8 +239,9 @@ class Dashboard:
         if form.get("back") == "notification":
             back = history
         state = app_state(request)
+        dead_letters: DeadLetterStore = state["repository"]
         try:
-            await state["repository"].retry_dead(notification_id)
+            await dead_letters.retry_dead(notification_id)
         except (Conflict, NotFound, Unavailable) as exc:
             flash = {"kind": "warn", "text": exc.message, "link": None}
         else:

@@ -3,7 +3,7 @@
 Each number comes from where the API gets it: outbox counts from the shared
 ``OutboxStats`` cache (the one /metrics and /readyz read), the stream from the
 queue, the provider from ``Health``, dead letters from
-``Repository.list_notifications``. A refresh is a fixed number of queries,
+the read-only ``InsightsStore``. A refresh is a fixed number of queries,
 whatever the outbox holds: none per notification.
 """
 
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Literal
 
-from service.dashboard.queries import DashboardRepository, DeliveryActivity
+from service.dashboard.queries import DeliveryActivity, InsightsStore, chart_activity
 from service.delivery.outbox_stats import TimedCache
 from service.delivery.provider_health import Health
 from service.models import Notification
@@ -75,16 +76,16 @@ def provider_state(
     return ProviderState(name, "ok", rate_limit=rate_limit)
 
 
-class ActivityCache(TimedCache[DeliveryActivity]):
-    """Shares one activity query among every open page for ``ttl`` seconds."""
+async def take_snapshot(state: AppState, activity_cache: TimedCache[DeliveryActivity]) -> Snapshot:
+    """Everything the live part of the dashboard shows; raises ``Unavailable``.
 
-
-async def take_snapshot(state: AppState, activity_cache: ActivityCache) -> Snapshot:
-    """Everything the live part of the dashboard shows; raises ``Unavailable``."""
-    settings, repository = state["settings"], state["repository"]
+    ``activity_cache`` shares one activity query among every open page.
+    """
+    settings = state["settings"]
+    store: InsightsStore = state["repository"]
     counts: OutboxCounts = await state["outbox_stats"].current()
-    activity = await activity_cache.get(DashboardRepository(repository).delivery_activity)
-    dead = await repository.list_notifications(
+    activity = await activity_cache.get(partial(chart_activity, store))
+    dead = await store.list_notifications(
         status="dead", recipient=None, before=None, limit=DEAD_LETTERS_SHOWN
     )
     now = datetime.now(UTC)

@@ -12,17 +12,12 @@ from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.errors import ServiceError
+from service.errors import Unauthorized
 from service.http.responses import error_response
 
 ANONYMOUS = "anonymous"
 CALLER_SCOPE_KEY = "service.caller"
 current_caller: ContextVar[str] = ContextVar("caller", default=ANONYMOUS)
-
-
-class Unauthorized(ServiceError):
-    status_code = 401
-    code = "unauthorized"
 
 
 class ApiKeys:

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ServiceError
+from service.errors import BodyTooLarge
 from service.http.responses import error_response
-
-
-class BodyTooLarge(ServiceError):
-    status_code = 413
-    code = "body_too_large"
 
 
 class BodyLimitMiddleware:

@@ -184,9 +184,23 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 
 
+# The description of the API itself: always open, and not described in itself.
+_DESCRIPTION_ROUTES = (
+    Route("/openapi.json", ops.openapi_document, methods=["GET"]),
+    Route("/docs", ops.api_docs, methods=["GET"]),
+)
+
+
 def build_routes(operations: tuple[Operation, ...] = OPERATIONS) -> list[Route]:
-    routes_ = [Route(op.path, op.endpoint, methods=[op.method]) for op in operations]
-    # The description of the API itself, always open.
-    routes_.append(Route("/openapi.json", ops.openapi_document, methods=["GET"]))
-    routes_.append(Route("/docs", ops.api_docs, methods=["GET"]))
-    return routes_
+    """A route per operation, and the routes of the API's description."""
+    return [
+        *(Route(op.path, op.endpoint, methods=[op.method]) for op in operations),
+        *_DESCRIPTION_ROUTES,
+    ]
+
+
+def open_paths(operations: tuple[Operation, ...] = OPERATIONS) -> frozenset[str]:
+    """Paths that need no API key: open operations and the API's description."""
+    return frozenset(
+        {op.path for op in operations if op.open} | {route.path for route in _DESCRIPTION_ROUTES}
+    )

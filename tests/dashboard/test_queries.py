@@ -11,23 +11,19 @@ import anyio.lowlevel
 import asyncpg
 import pytest
 
-from service.dashboard.queries import (
-    CHART_MINUTES,
-    DELIVERY_ACTIVITY,
-    LATENCY_WINDOW_MINUTES,
-    DashboardRepository,
-)
-from service.dashboard.snapshot import ActivityCache, take_snapshot
+from service.dashboard.queries import CHART_MINUTES, LATENCY_WINDOW_MINUTES, chart_activity
+from service.dashboard.snapshot import take_snapshot
 from service.database import create_pool
 from service.delivery.handoff import Handoff
-from service.delivery.outbox_stats import OutboxStats
+from service.delivery.outbox_stats import OutboxStats, TimedCache
 from service.delivery.pressure import RequestPressure
 from service.delivery.provider_health import Health
 from service.delivery.queue import MemoryStreamQueue
 from service.delivery.wakeup import BacklogBroadcaster, new_instance_id
 from service.email.ratelimit import RateLimiter
 from service.metrics import Metrics
-from service.repository import Repository
+from service.repository import DeliveryActivity, Repository
+from service.repository.activity import DELIVERY_ACTIVITY
 from service.repository.notifications import LIST_NOTIFICATIONS
 from service.state import AppState
 from tests.support.app import make_settings
@@ -108,7 +104,7 @@ async def test_activity_counts_sent_rows_per_minute_and_latency_percentiles(
 
 async def test_activity_of_an_empty_outbox(db_url: str) -> None:
     async with await create_pool(make_settings(db_url)) as pool:
-        activity = await DashboardRepository(Repository(pool)).delivery_activity()
+        activity = await chart_activity(Repository(pool))
     assert activity.sent_per_minute == [0] * CHART_MINUTES
     assert activity.latency_samples == 0
     assert activity.latency_p50_seconds is None
@@ -176,7 +172,7 @@ async def _statements_of_a_snapshot(db_url: str) -> list[str]:
             outbox_stats=OutboxStats(repository, ttl=0),
             rate_limiter=RateLimiter(None),
         )
-        snapshot = await take_snapshot(state, ActivityCache(ttl=0))
+        snapshot = await take_snapshot(state, TimedCache[DeliveryActivity](ttl=0))
         await queue.close()
         # asyncpg calls query loggers with call_soon: one pass of the loop runs them.
         await anyio.lowlevel.checkpoint()
