@@ -29,7 +29,13 @@ from service.repository.outbox import (
     RecordedOutcome,
     SweepCursor,
 )
-from service.repository.tasks import IdempotencyKey, StoredResponse, TaskStore, UpdateOutcome
+from service.repository.tasks import (
+    IdempotencyKey,
+    Replay,
+    StoredResponse,
+    TaskStore,
+    UpdateOutcome,
+)
 
 
 class Repository(TaskStore, OutboxStore, NotificationStore, ActivityStore):
@@ -44,6 +50,7 @@ __all__ = [
     "OutboxCounts",
     "OutcomeStatus",
     "RecordedOutcome",
+    "Replay",
     "Repository",
     "Store",
     "StoredResponse",
