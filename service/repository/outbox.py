@@ -259,7 +259,8 @@ class OutboxStore(Store):
             records = await conn.fetch(CLAIM_BY_IDS, list(ids), lease_token, lease_seconds)
         batch = ClaimedBatch(rows=[], unreadable={})
         for record in records:
-            # One corrupt snapshot must not take its batch down with it.
+            # One corrupt snapshot must not take its batch down with it
+            # (test_an_unreadable_row_is_claimed_with_its_reason).
             try:
                 batch.rows.append(OutboxRow.model_validate(dict(record)))
             except ValidationError as exc:

@@ -1,4 +1,10 @@
-"""Users, tasks and the reassigning transaction (with its idempotency key)."""
+"""Users, tasks and the reassigning transaction (with its idempotency key).
+
+A request without an idempotency key runs UPDATE_TASKS, which has none of the
+key's CTEs, so it pays nothing for them; UPDATE_TASKS_ONCE is the same
+statement with the key's lines added
+(test_the_keyed_update_is_the_plain_one_with_the_key_added keeps them in step).
+"""
 
 from __future__ import annotations
 
@@ -301,7 +307,8 @@ class TaskStore(Store):
                 return _outcome(row["updated"], row["notification_ids"])
             stored = await conn.fetchrow(SELECT_IDEMPOTENT_RESULT, key.caller, key.key)
         if stored is None:
-            # The key is only taken for an update that can be done.
+            # The key is only taken for an update that can be done
+            # (test_a_failed_request_does_not_use_up_its_key).
             _raise_if_missing(row)
             # Taken and then pruned as expired between the two statements.
             raise Conflict("this Idempotency-Key changed hands just now; retry the request")
@@ -334,7 +341,8 @@ async def _execute(
     try:
         return _present(await conn.fetchrow(statement, *arguments))
     except asyncpg.ForeignKeyViolationError as exc:
-        # Only possible if a user vanished between check and write.
+        # Only possible if a user vanished between check and write
+        # (test_an_assignee_deleted_while_the_update_runs_is_unknown).
         raise UnknownReferences("an assignee does not exist") from exc
 
 

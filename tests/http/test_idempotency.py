@@ -213,7 +213,7 @@ async def test_a_replay_returns_the_stored_outcome_even_if_a_task_is_gone_since(
 async def test_a_key_stored_before_results_were_kept_as_rows_replays_its_body(
     settings: Settings, db: asyncpg.Connection
 ) -> None:
-    # Keys written by the earlier code (before sql/006) hold the rendered body.
+    # Keys stored before sql/006 hold the rendered body, no typed outcome.
     user = await db.fetchval("INSERT INTO users (email, name) VALUES ('o@x.io', 'O') RETURNING id")
     task = await db.fetchval("INSERT INTO tasks (title) VALUES ('Old') RETURNING id")
     await db.execute(
