@@ -27,7 +27,12 @@ _Listener = Callable[[Any, int, str, Any], None]
 _CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 CHANNEL = "notifications_backlog"
-# asyncpg notices a dead connection only when it uses it; ping this often.
+
+# Use the LISTEN connection, so that asyncpg notices when it is dead.
+KEEP_ALIVE = "SELECT 1"
+
+# asyncpg notices a dead connection only when it uses it; ping this often
+# (test_the_listener_reconnects_after_its_connection_is_killed).
 _KEEPALIVE_SECONDS = 5.0
 _CONNECT_TIMEOUT_SECONDS = 5.0
 
@@ -93,7 +98,7 @@ async def _listen_until_lost(conn: asyncpg.Connection, on_notify: _Listener) -> 
         with anyio.move_on_after(_KEEPALIVE_SECONDS):
             await lost.wait()
         if not lost.is_set():
-            await conn.fetchval("SELECT 1", timeout=_CONNECT_TIMEOUT_SECONDS)
+            await conn.fetchval(KEEP_ALIVE, timeout=_CONNECT_TIMEOUT_SECONDS)
 
 
 async def run_listener(
@@ -112,7 +117,9 @@ async def run_listener(
     task_status.started()
 
     def on_notify(_conn: object, _pid: int, _channel: str, payload: object) -> None:
-        if payload != instance_id:  # our own backlog is already in our stream
+        # Our own backlog is already in our stream
+        # (test_a_notification_from_another_replica_wakes_the_sweeper).
+        if payload != instance_id:
             wake.set()
 
     while True:

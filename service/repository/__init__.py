@@ -12,8 +12,9 @@ Every change after a claim is a compare-and-set on the lease token, so a
 worker whose lease expired can never overwrite the row's newer state.
 
 The statements live in one module per part of the data (``tasks``, ``outbox``,
-``notifications``, ``activity``), each a named constant beside the methods that run it;
-``Repository`` is all of them over one pool.
+``notifications``, ``activity``), each one literal, a named constant with a one-line
+description above it, beside the methods that run it; tests/repository/test_statements.py
+finds and plans every one. ``Repository`` is all of them over one pool.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ from service.repository.outbox import (
     RecordedOutcome,
     SweepCursor,
 )
-from service.repository.tasks import IdempotencyKey, StoredResponse, TaskStore, UpdateOutcome
+from service.repository.tasks import (
+    IdempotencyKey,
+    Replay,
+    StoredResponse,
+    TaskStore,
+    UpdateOutcome,
+)
 
 
 class Repository(TaskStore, OutboxStore, NotificationStore, ActivityStore):
@@ -44,6 +51,7 @@ __all__ = [
     "OutboxCounts",
     "OutcomeStatus",
     "RecordedOutcome",
+    "Replay",
     "Repository",
     "Store",
     "StoredResponse",

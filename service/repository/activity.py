@@ -2,7 +2,8 @@
 
 The statement reads only the recent end of the partial index
 ``notifications_sent_at_idx`` (sql/005): its cost follows the last hour's
-traffic, not the size of the outbox.
+traffic, not the size of the outbox
+(test_refresh_queries_use_an_index_not_the_whole_table).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from datetime import datetime
 
 from service.repository._store import Store, _present
 
-# Sent per minute, oldest minute first; the last is the current, partial one.
-# The minutes come from generate_series so a quiet minute is a zero, not a gap.
-# Latency is measured as the API's histogram measures it: from the committing
-# transaction (created_at) to the provider's acceptance (sent_at).
+# Sent per minute over the last $1 minutes, and latency percentiles over the last $2.
 DELIVERY_ACTIVITY = """
+-- Oldest minute first; the last is the current, partial one. The minutes come
+-- from generate_series, so a quiet minute is a zero, not a gap. Latency is
+-- measured as the API's histogram measures it: from the committing transaction
+-- (created_at) to the provider's acceptance (sent_at)
+-- (test_activity_counts_sent_rows_per_minute_and_latency_percentiles).
 SELECT
     date_trunc('minute', now()) AS current_minute,
     ARRAY(

@@ -10,17 +10,20 @@ from service.errors import Conflict, NotFound
 from service.models import Attempt, Notification
 from service.repository._store import Store
 
-_NOTIFICATION_COLUMNS = """
-    id, recipient_email AS recipient, status::text AS status, attempts,
-    ARRAY(SELECT (e ->> 'id')::bigint FROM jsonb_array_elements(tasks) e) AS task_ids,
-    last_error, provider_message_id, created_at, sent_at
+# One notification by id, shaped like models.Notification.
+SELECT_NOTIFICATION = """
+SELECT id, recipient_email AS recipient, status::text AS status, attempts,
+       ARRAY(SELECT (e ->> 'id')::bigint FROM jsonb_array_elements(tasks) e) AS task_ids,
+       last_error, provider_message_id, created_at, sent_at
+FROM notifications WHERE id = $1
 """
 
-SELECT_NOTIFICATION = f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE id = $1"
-
-# Newest first, keyset-paged on (created_at, id); both filters optional.
-LIST_NOTIFICATIONS = f"""
-SELECT {_NOTIFICATION_COLUMNS}
+# One page of notifications, newest first, by optional status and recipient.
+LIST_NOTIFICATIONS = """
+-- Keyset-paged on (created_at, id) (test_dead_letters_are_paged_newest_first).
+SELECT id, recipient_email AS recipient, status::text AS status, attempts,
+       ARRAY(SELECT (e ->> 'id')::bigint FROM jsonb_array_elements(tasks) e) AS task_ids,
+       last_error, provider_message_id, created_at, sent_at
 FROM notifications
 WHERE ($1::notification_status IS NULL OR status = $1::notification_status)
   AND ($2::text IS NULL OR lower(recipient_email) = lower($2::text))
@@ -29,14 +32,17 @@ ORDER BY created_at DESC, id DESC
 LIMIT $5
 """
 
-# Dead letters go back to pending with a fresh set of attempts.
-RETRY_DEAD = f"""
+# Put one dead notification back to pending with a fresh set of attempts.
+RETRY_DEAD = """
 UPDATE notifications SET
     status = 'pending', attempts = 0, next_attempt_at = now(), finished_at = NULL
 WHERE id = $1 AND status = 'dead'
-RETURNING {_NOTIFICATION_COLUMNS}
+RETURNING id, recipient_email AS recipient, status::text AS status, attempts,
+          ARRAY(SELECT (e ->> 'id')::bigint FROM jsonb_array_elements(tasks) e) AS task_ids,
+          last_error, provider_message_id, created_at, sent_at
 """
 
+# Put every dead notification (of one recipient, if given) back to pending.
 RETRY_DEAD_MATCHING = """
 UPDATE notifications SET
     status = 'pending', attempts = 0, next_attempt_at = now(), finished_at = NULL
@@ -44,6 +50,7 @@ WHERE status = 'dead' AND ($1::text IS NULL OR lower(recipient_email) = lower($1
 RETURNING id
 """
 
+# Every recorded attempt of one notification, oldest first.
 SELECT_ATTEMPTS = """
 SELECT attempt, outcome, error, provider_message_id, at FROM notification_attempts
 WHERE notification_id = $1 ORDER BY at, id

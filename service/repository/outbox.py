@@ -1,7 +1,14 @@
 """The outbox's delivery side: claims under leases, results, sweeping, pruning.
 
 Every change after a claim is a compare-and-set on the lease token, so a
-worker whose lease expired can never overwrite the row's newer state.
+worker whose lease expired can never overwrite the row's newer state
+(test_a_stale_worker_cannot_overwrite_a_reclaimed_row).
+
+The statements that act on given ids (claim, renew, record) find them through
+the primary key, whatever the planner's statistics say: their conditions on
+status are CASE expressions, which match no partial index's predicate, so no
+plan can read every pending or sending row instead
+(tests/repository/test_claim_plans.py).
 """
 
 from __future__ import annotations
@@ -19,21 +26,11 @@ from pydantic import ValidationError
 from service.models import OutboxRow
 from service.repository._store import Store, _present
 
-# The statements that act on given ids (claim, renew, record) must find them
-# through the primary key, whatever the planner's statistics say. Their
-# conditions on status are therefore written as CASE expressions, which no
-# index can answer: written plainly, they match the partial indexes'
-# predicates, and the planner may scan notifications_due_idx,
-# notifications_lease_idx or notifications_status_created_idx instead, that
-# is every pending or sending row and the dead index entries of every row
-# that passed through since the last vacuum (bitmap scans never mark them
-# dead). Each batch then cost time in proportion to the backlog and to the
-# traffic since that vacuum (docs/BENCHMARKS.md, finding 22).
-
-# Claim the given rows if they are still claimable: pending and due, or
-# sending with an expired lease (its holder is presumed dead and is fenced
-# off by the new token). SKIP LOCKED lets replicas claim side by side.
+# Claim those of the given rows that are pending and due, or whose lease expired.
 CLAIM_BY_IDS = """
+-- An expired lease's holder is presumed dead and is fenced off by the new
+-- token (test_a_stale_worker_cannot_overwrite_a_reclaimed_row); SKIP LOCKED
+-- lets replicas claim side by side (test_a_row_is_claimed_once).
 WITH claimable AS MATERIALIZED (
     SELECT id FROM notifications
     WHERE id = ANY($1::uuid[])
@@ -54,6 +51,7 @@ RETURNING n.id, n.recipient_email, n.recipient_name, n.tasks, n.attempts, n.requ
           n.created_at
 """
 
+# Extend the lease of the given rows that this token still holds.
 RENEW_LEASE = """
 UPDATE notifications SET lease_expires_at = now() + make_interval(secs => $3)
 WHERE id = ANY($1::uuid[])
@@ -61,8 +59,7 @@ WHERE id = ANY($1::uuid[])
 RETURNING id
 """
 
-# Results are written under the lease (compare-and-set on the token) and,
-# in the same statement, appended to the notification's attempt history.
+# Write results under the lease and append them to each row's attempt history.
 RECORD_OUTCOMES = """
 WITH recorded AS (
 UPDATE notifications n SET
@@ -97,14 +94,11 @@ RETURNING n.id, n.attempts + r.refund AS attempt, r.status, r.refund, r.error,
 SELECT id FROM recorded
 """
 
-# The sweeper pages through due work in a stable order (keyset pagination),
-# so ids it already handed to the stream are not handed over again in the
-# same pass. Rows younger than the grace period are left to the fast path.
-# Under stale statistics the first pages read every due row too, but from the
-# sixth run on a connection the prepared statement's generic plan walks the
-# index, and a pass stays linear in the backlog; sorting off would cost three
-# more round trips a page (finding 24).
+# One page of due pending rows, after a (due time, id) cursor.
 SELECT_DUE_PENDING = """
+-- Keyset pages in a stable order, so one pass never offers an id twice;
+-- never-tried rows younger than the grace ($1 seconds) are left to the fast
+-- path (test_rows_still_queued_are_not_offered_again).
 SELECT id, next_attempt_at AS at FROM notifications
 WHERE status = 'pending'
   AND next_attempt_at <= now()
@@ -115,9 +109,10 @@ ORDER BY next_attempt_at, id
 LIMIT $4
 """
 
-# Paged like the pending rows, so a crashed replica's whole backlog of claims
-# is recovered in one pass, not one page per sweep.
+# One page of rows whose lease expired, after a (lease end, id) cursor.
 SELECT_EXPIRED_LEASES = """
+-- Paged like the pending rows, so one pass recovers a crashed replica's whole
+-- backlog of claims (test_one_pass_recovers_every_expired_lease_and_retries_skip_the_grace).
 SELECT id, lease_expires_at AS at FROM notifications
 WHERE status = 'sending' AND lease_expires_at < now()
   AND (lease_expires_at, id) > ($1, $2)
@@ -125,9 +120,10 @@ ORDER BY lease_expires_at, id
 LIMIT $3
 """
 
-# Small batches keep each delete short and its locks few; SKIP LOCKED lets
-# replicas prune side by side without waiting on each other.
+# Delete one batch of rows finished in a status longer ago than a retention.
 PRUNE_FINISHED = """
+-- Small batches keep each delete short and its locks few; SKIP LOCKED lets
+-- replicas prune side by side without waiting on each other.
 WITH doomed AS (
     SELECT id FROM notifications
     WHERE status = $1::notification_status AND finished_at < now() - $2::interval
@@ -140,17 +136,10 @@ WITH doomed AS (
 SELECT count(*) FROM deleted
 """
 
-# The pruner's batches must walk their index in order and stop after a batch,
-# whatever the planner's statistics say. Taken before a long history of
-# finished rows built up (or was first due for pruning), they make the planner
-# expect a handful of doomed rows, and it plans a bitmap scan of all of them
-# and a sort: every batch then reads every doomed row, and a pass takes time
-# quadratic in their number. Sorting is switched off for the statement, in its
-# own transaction only, which leaves the in-order index scan as the cheapest
-# plan (docs/BENCHMARKS.md, finding 24). SET LOCAL ends with the transaction,
-# so the pooled connection keeps its defaults.
+# Leave the in-order index scan as a prune batch's cheapest plan, for this transaction.
 WALK_INDEX_IN_ORDER = "SET LOCAL enable_sort = off"
 
+# Delete one batch of expired idempotency keys (their stored outcomes go with them).
 PRUNE_IDEMPOTENCY_KEYS = """
 WITH doomed AS (
     SELECT caller, key FROM idempotency_keys WHERE expires_at < now()
@@ -162,13 +151,19 @@ WITH doomed AS (
 SELECT count(*) FROM deleted
 """
 
+# Send a notification to the listeners of a channel.
 NOTIFY = "SELECT pg_notify($1, $2)"
 
-# Live work (pending, sending, dead) is counted exactly, each an index scan of
-# that status only. Sent rows are most of the table: past $1 rows in all, their
-# count is the planner's estimate of the table less the live rows, so a
-# refresh never walks a million index entries.
+# Whether the database answers.
+PING = "SELECT 1"
+
+# Rows per status, and the age of the oldest pending row.
 OUTBOX_COUNTS = """
+-- Live work (pending, sending, dead) is counted exactly, each an index scan of
+-- that status only. Sent rows are most of the table: past $1 rows in all, their
+-- count is the planner's estimate of the table less the live rows, so a refresh
+-- never walks every sent row
+-- (test_outbox_counts_are_exact_for_live_work_and_estimate_sent_past_a_limit).
 WITH live (status, n) AS (
     -- Literal statuses, so each count can use that status's partial index.
     VALUES ('pending', (SELECT count(*) FROM notifications WHERE status = 'pending')),
@@ -239,7 +234,13 @@ class OutboxCounts:
 async def walking_index_in_order(
     conn: asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionProxy[Any],
 ) -> AsyncIterator[None]:
-    """A transaction in which the planner will not sort (``WALK_INDEX_IN_ORDER``)."""
+    """A transaction in which the planner will not sort (``WALK_INDEX_IN_ORDER``).
+
+    A prune batch must walk its index in order and stop after a batch,
+    whatever the planner's statistics say (test_a_prune_batch_reads_one_batch).
+    SET LOCAL ends with the transaction, so a pooled connection keeps its
+    defaults (test_sorting_is_off_only_within_its_transaction).
+    """
     async with conn.transaction():
         await conn.execute(WALK_INDEX_IN_ORDER)
         yield
@@ -248,7 +249,7 @@ async def walking_index_in_order(
 class OutboxStore(Store):
     async def ping(self) -> None:
         async with self._connection() as conn:
-            await conn.fetchval("SELECT 1")
+            await conn.fetchval(PING)
 
     async def claim(
         self, ids: Sequence[UUID], lease_token: UUID, lease_seconds: float
@@ -258,7 +259,8 @@ class OutboxStore(Store):
             records = await conn.fetch(CLAIM_BY_IDS, list(ids), lease_token, lease_seconds)
         batch = ClaimedBatch(rows=[], unreadable={})
         for record in records:
-            # One corrupt snapshot must not take its batch down with it.
+            # One corrupt snapshot must not take its batch down with it
+            # (test_an_unreadable_row_is_claimed_with_its_reason).
             try:
                 batch.rows.append(OutboxRow.model_validate(dict(record)))
             except ValidationError as exc:

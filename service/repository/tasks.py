@@ -1,8 +1,14 @@
-"""Users, tasks and the reassigning transaction (with its idempotency key)."""
+"""Users, tasks and the reassigning transaction (with its idempotency key).
+
+A request without an idempotency key runs UPDATE_TASKS, which has none of the
+key's CTEs, so it pays nothing for them; UPDATE_TASKS_ONCE is the same
+statement with the key's lines added
+(test_the_keyed_update_is_the_plain_one_with_the_key_added keeps them in step).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -14,27 +20,26 @@ from service.errors import Conflict, InvalidInput, NotFound, UnknownReferences
 from service.models import CreateTask, CreateUser, Task, TaskUpdate, User
 from service.repository._store import Store, _present
 
+# Create a user; its e-mail address is unique.
 INSERT_USER = """
 INSERT INTO users (email, name) VALUES ($1, $2)
 RETURNING id, email, name, created_at
 """
 
+# Create a task, assigned or not.
 INSERT_TASK = """
 INSERT INTO tasks (title, assignee_id, status, due_at) VALUES ($1, $2, $3, $4)
 RETURNING id, title, status, assignee_id, due_at, created_at, updated_at
 """
 
+# One task by id.
 SELECT_TASK = """
 SELECT id, title, status, assignee_id, due_at, created_at, updated_at
 FROM tasks WHERE id = $1
 """
 
-# One round trip does the whole request: check references, lock the tasks
-# (in id order, so concurrent requests cannot deadlock), update them, and
-# write one outbox row per new assignee with a snapshot of their tasks. When
-# a reference is missing, nothing is locked, updated or inserted. {take},
-# {gate} and {store} are empty here; UPDATE_TASKS_ONCE fills them in.
-_UPDATE_TASKS = """
+# Reassign tasks and write one outbox row per new assignee, in one round trip.
+UPDATE_TASKS = """
 WITH input AS (
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
                          $5::timestamptz[], $6::boolean[])
@@ -48,12 +53,15 @@ missing_users AS (
     SELECT DISTINCT i.assignee_id FROM input i
     WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = i.assignee_id)
 ),
-{take}locked AS MATERIALIZED (
+-- Locked in id order, so concurrent requests cannot deadlock; nothing is
+-- locked, updated or inserted while a reference is missing
+-- (test_unknown_ids_are_named_and_nothing_changes).
+locked AS MATERIALIZED (
     SELECT t.id, t.assignee_id AS previous_assignee_id
     FROM tasks t
     WHERE t.id = ANY($1::bigint[])
       AND NOT EXISTS (SELECT 1 FROM missing_tasks)
-      AND NOT EXISTS (SELECT 1 FROM missing_users){gate}
+      AND NOT EXISTS (SELECT 1 FROM missing_users)
     ORDER BY t.id
     FOR UPDATE
 ),
@@ -69,6 +77,8 @@ updated AS (
     RETURNING t.id, t.title, t.status, t.assignee_id, t.due_at, t.created_at,
               t.updated_at, l.previous_assignee_id
 ),
+-- One row per new assignee, with a snapshot of their tasks as updated
+-- (test_thirty_tasks_to_one_person_make_one_notification).
 notified AS (
     INSERT INTO notifications (recipient_id, recipient_email, recipient_name, tasks, request_id)
     SELECT u.id, u.email, u.name,
@@ -80,29 +90,36 @@ notified AS (
     WHERE up.previous_assignee_id IS DISTINCT FROM up.assignee_id
     GROUP BY u.id
     RETURNING id
-){store}
+)
 SELECT
     ARRAY(SELECT task_id FROM missing_tasks ORDER BY 1) AS missing_task_ids,
     ARRAY(SELECT assignee_id FROM missing_users ORDER BY 1) AS missing_assignee_ids,
     -- Records in TASK_FIELDS order: decoded by asyncpg in C, no JSON round trip.
     ARRAY(SELECT ROW(id, title, status, assignee_id, due_at, created_at, updated_at)
           FROM updated ORDER BY id) AS updated,
-    ARRAY(SELECT id FROM notified) AS notification_ids,
-    {taken} AS taken
+    ARRAY(SELECT id FROM notified) AS notification_ids
 """
-UPDATE_TASKS = _UPDATE_TASKS.format(take="", gate="", store="", taken="true")
 
-# The same statement, at most once per idempotency key ($8 caller, $9 key,
-# $10 request hash, $11 time to live). If every reference exists it takes the
-# key, by a fresh insert or the takeover of an expired one, and locks nothing
-# unless it got it; while another transaction holds the same key uncommitted,
-# the insert waits for it, so two concurrent requests with one key do the work
-# once. It also stores the result as typed rows, which a replay renders as
-# the first response was rendered. One statement is atomic: the key, the
-# update and its result are written together or not at all. ``taken`` says
-# whether this request did the work.
-UPDATE_TASKS_ONCE = _UPDATE_TASKS.format(
-    take="""taken AS (
+# UPDATE_TASKS at most once per idempotency key ($8 caller, $9 key, $10 hash, $11 ttl).
+UPDATE_TASKS_ONCE = """
+WITH input AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
+                         $5::timestamptz[], $6::boolean[])
+        AS i(task_id, assignee_id, status, title, due_at, due_at_given)
+),
+missing_tasks AS (
+    SELECT i.task_id FROM input i
+    WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = i.task_id)
+),
+missing_users AS (
+    SELECT DISTINCT i.assignee_id FROM input i
+    WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = i.assignee_id)
+),
+-- The key is taken only for an update that can be done, by a fresh insert or
+-- the takeover of an expired key; while another transaction holds it
+-- uncommitted the insert waits, so concurrent requests with one key do the
+-- work once (test_concurrent_requests_with_one_key_do_the_work_once).
+taken AS (
     INSERT INTO idempotency_keys
         (caller, key, request_hash, response_status, response_body, expires_at)
     SELECT $8, $9, $10, 200, '', now() + $11::interval
@@ -117,9 +134,48 @@ UPDATE_TASKS_ONCE = _UPDATE_TASKS.format(
     WHERE idempotency_keys.expires_at < now()
     RETURNING true
 ),
-""",
-    gate="\n      AND EXISTS (SELECT 1 FROM taken)",
-    store=""",
+-- Locked in id order, so concurrent requests cannot deadlock; nothing is
+-- locked, updated or inserted while a reference is missing
+-- (test_unknown_ids_are_named_and_nothing_changes) or the key is not ours.
+locked AS MATERIALIZED (
+    SELECT t.id, t.assignee_id AS previous_assignee_id
+    FROM tasks t
+    WHERE t.id = ANY($1::bigint[])
+      AND NOT EXISTS (SELECT 1 FROM missing_tasks)
+      AND NOT EXISTS (SELECT 1 FROM missing_users)
+      AND EXISTS (SELECT 1 FROM taken)
+    ORDER BY t.id
+    FOR UPDATE
+),
+updated AS (
+    UPDATE tasks t SET
+        assignee_id = i.assignee_id,
+        status = coalesce(i.status, t.status),
+        title = coalesce(i.title, t.title),
+        due_at = CASE WHEN i.due_at_given THEN i.due_at ELSE t.due_at END,
+        updated_at = now()
+    FROM input i JOIN locked l ON l.id = i.task_id
+    WHERE t.id = i.task_id
+    RETURNING t.id, t.title, t.status, t.assignee_id, t.due_at, t.created_at,
+              t.updated_at, l.previous_assignee_id
+),
+-- One row per new assignee, with a snapshot of their tasks as updated
+-- (test_thirty_tasks_to_one_person_make_one_notification).
+notified AS (
+    INSERT INTO notifications (recipient_id, recipient_email, recipient_name, tasks, request_id)
+    SELECT u.id, u.email, u.name,
+           jsonb_agg(jsonb_build_object('id', up.id, 'title', up.title,
+                                        'status', up.status, 'due_at', up.due_at)
+                     ORDER BY up.id),
+           $7
+    FROM updated up JOIN users u ON u.id = up.assignee_id
+    WHERE up.previous_assignee_id IS DISTINCT FROM up.assignee_id
+    GROUP BY u.id
+    RETURNING id
+),
+-- The outcome is kept as typed rows beside the key, so a replay returns it
+-- even after its tasks changed or went
+-- (test_a_replay_returns_the_stored_outcome_even_if_a_task_is_gone_since).
 stored AS (
     INSERT INTO idempotent_results (caller, key, tasks, notification_ids)
     SELECT $8, $9,
@@ -131,12 +187,19 @@ stored AS (
     ON CONFLICT (caller, key) DO UPDATE SET
         tasks = EXCLUDED.tasks,
         notification_ids = EXCLUDED.notification_ids
-)""",
-    taken="EXISTS (SELECT 1 FROM taken)",
 )
+SELECT
+    -- Whether this request did the work; false: the key's first request did.
+    EXISTS (SELECT 1 FROM taken) AS taken,
+    ARRAY(SELECT task_id FROM missing_tasks ORDER BY 1) AS missing_task_ids,
+    ARRAY(SELECT assignee_id FROM missing_users ORDER BY 1) AS missing_assignee_ids,
+    -- Records in TASK_FIELDS order: decoded by asyncpg in C, no JSON round trip.
+    ARRAY(SELECT ROW(id, title, status, assignee_id, due_at, created_at, updated_at)
+          FROM updated ORDER BY id) AS updated,
+    ARRAY(SELECT id FROM notified) AS notification_ids
+"""
 
-# What a replay returns: the stored result, or (for keys stored before
-# sql/006) the rendered body.
+# The first outcome stored under a key (or, for keys stored before sql/006, its body).
 SELECT_IDEMPOTENT_RESULT = """
 SELECT k.request_hash, k.response_status, k.response_body, r.tasks, r.notification_ids
 FROM idempotency_keys k LEFT JOIN idempotent_results r USING (caller, key)
@@ -144,14 +207,16 @@ WHERE k.caller = $1 AND k.key = $2
 """
 
 
-# The columns of each updated task, in the order UPDATE_TASKS returns them.
+# The fields of each updated task, in the order the statements return them.
 TASK_FIELDS = ("id", "title", "status", "assignee_id", "due_at", "created_at", "updated_at")
 
 
 @dataclass(frozen=True, slots=True)
 class UpdateOutcome:
-    # Plain dicts shaped like models.Task (same keys and value types): the
-    # response is serialized from them directly, see routes.render_update_result.
+    """The updated tasks and the outbox rows written for them."""
+
+    # Plain dicts shaped like models.Task (same keys and value types), so the
+    # request side can serialize them without building models.
     tasks: list[dict[str, Any]]
     notification_ids: list[UUID]
 
@@ -166,10 +231,17 @@ class IdempotencyKey:
 
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
-    """The response the first request with an idempotency key received."""
+    """The status and body stored for a key before outcomes were kept (sql/006)."""
 
     status: int
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """A retry with a used idempotency key: what its first request came to."""
+
+    first: UpdateOutcome | StoredResponse
 
 
 class TaskStore(Store):
@@ -218,14 +290,12 @@ class TaskStore(Store):
         updates: Sequence[TaskUpdate],
         request_id: str | None,
         key: IdempotencyKey,
-        render: Callable[[UpdateOutcome], bytes],
-    ) -> UpdateOutcome | StoredResponse:
+    ) -> UpdateOutcome | Replay:
         """Like ``update_tasks``, but at most once per idempotency key.
 
         Returns the new outcome (stored with the update, in the same
-        statement), or the response to the first request with this key,
-        rendered by ``render`` from its stored outcome. A failed update
-        stores nothing, so the key can be used again.
+        statement), or a ``Replay`` of the first request with this key. A
+        failed update stores nothing, so the key can be used again.
         """
         arguments = [
             *_arguments(updates, request_id),
@@ -237,7 +307,8 @@ class TaskStore(Store):
                 return _outcome(row["updated"], row["notification_ids"])
             stored = await conn.fetchrow(SELECT_IDEMPOTENT_RESULT, key.caller, key.key)
         if stored is None:
-            # The key is only taken for an update that can be done.
+            # The key is only taken for an update that can be done
+            # (test_a_failed_request_does_not_use_up_its_key).
             _raise_if_missing(row)
             # Taken and then pruned as expired between the two statements.
             raise Conflict("this Idempotency-Key changed hands just now; retry the request")
@@ -246,13 +317,13 @@ class TaskStore(Store):
                 "this Idempotency-Key was already used with a different request body",
                 details=[{"field": "Idempotency-Key", "message": "reused with another body"}],
             )
-        if stored["tasks"] is None:  # stored before sql/006: the rendered body
-            return StoredResponse(stored["response_status"], stored["response_body"])
-        return StoredResponse(200, render(_outcome(stored["tasks"], stored["notification_ids"])))
+        if stored["tasks"] is None:  # stored before sql/006: only the body
+            return Replay(StoredResponse(stored["response_status"], stored["response_body"]))
+        return Replay(_outcome(stored["tasks"], stored["notification_ids"]))
 
 
 def _arguments(updates: Sequence[TaskUpdate], request_id: str | None) -> list[object]:
-    """$1 to $7 of the reassigning statement."""
+    """$1 to $7 of UPDATE_TASKS and UPDATE_TASKS_ONCE."""
     return [
         [u.task_id for u in updates],
         [u.assignee_id for u in updates],
@@ -270,7 +341,8 @@ async def _execute(
     try:
         return _present(await conn.fetchrow(statement, *arguments))
     except asyncpg.ForeignKeyViolationError as exc:
-        # Only possible if a user vanished between check and write.
+        # Only possible if a user vanished between check and write
+        # (test_an_assignee_deleted_while_the_update_runs_is_unknown).
         raise UnknownReferences("an assignee does not exist") from exc
 
 

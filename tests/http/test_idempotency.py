@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from service.database import create_pool
-from service.http.tasks import render_update_result
 from service.models import TaskUpdate
-from service.repository import IdempotencyKey, Repository, StoredResponse, UpdateOutcome
+from service.repository import IdempotencyKey, Replay, Repository, StoredResponse, UpdateOutcome
 from service.repository.tasks import UPDATE_TASKS_ONCE
 from service.settings import Settings
 from tests.support.api import create_task, create_user
@@ -47,11 +46,28 @@ async def test_a_retry_returns_the_first_response_without_a_second_update(
         headers={**headers, "content-type": "application/json"},
     )
     assert first.status_code == second.status_code == 200
-    assert second.json() == first.json()
+    assert second.content == first.content
     assert second.headers["idempotent-replayed"] == "true"
     assert "idempotent-replayed" not in first.headers
     assert await _count(db) == 1
     assert await db.fetchval("SELECT max(updated_at) FROM tasks") == updated_at
+
+
+async def test_a_key_stored_before_results_were_kept_as_rows_replays_its_body_over_http(
+    client: httpx.AsyncClient, db: asyncpg.Connection, reassignment: list[dict[str, int]]
+) -> None:
+    headers = {"Idempotency-Key": "req-0006"}
+    assert (await client.post("/update-tasks", json=reassignment, headers=headers)).is_success
+    # As a key written before sql/006 holds it: the rendered body, no typed outcome.
+    await db.execute("DELETE FROM idempotent_results")
+    await db.execute("UPDATE idempotency_keys SET response_body = '{\"old\":1}'")
+
+    replay = await client.post("/update-tasks", json=reassignment, headers=headers)
+    assert replay.status_code == 200
+    assert replay.content == b'{"old":1}'
+    assert replay.headers["content-type"] == "application/json"
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert await _count(db) == 1
 
 
 async def test_the_same_key_with_another_body_is_refused(
@@ -147,8 +163,7 @@ async def test_malformed_keys_are_refused(
 async def test_an_idempotent_update_is_one_statement(
     settings: Settings, db: asyncpg.Connection
 ) -> None:
-    # Round trips are what this path costs (docs/BENCHMARKS.md, findings 5 and 19):
-    # the key is taken, and the result stored, by the reassigning statement itself.
+    # The key is taken, and the outcome stored, by the reassigning statement itself.
     user = await db.fetchval("INSERT INTO users (email, name) VALUES ('r@x.io', 'R') RETURNING id")
     task = await db.fetchval("INSERT INTO tasks (title) VALUES ('T') RETURNING id")
     statements: list[str] = []
@@ -165,7 +180,6 @@ async def test_an_idempotent_update_is_one_statement(
                     [TaskUpdate(task_id=task, assignee_id=user)],
                     None,
                     IdempotencyKey("caller", key, b"hash", timedelta(hours=1)),
-                    lambda _: b"{}",
                 )
             )
             # asyncpg calls query loggers with call_soon: one pass of the loop runs them.
@@ -176,12 +190,12 @@ async def test_an_idempotent_update_is_one_statement(
 
 async def _repository_update(
     settings: Settings, key: IdempotencyKey, update: TaskUpdate
-) -> UpdateOutcome | StoredResponse:
+) -> UpdateOutcome | Replay:
     async with await create_pool(settings) as pool:
-        return await Repository(pool).update_tasks_once([update], None, key, render_update_result)
+        return await Repository(pool).update_tasks_once([update], None, key)
 
 
-async def test_a_replay_renders_the_stored_result_even_if_a_task_is_gone_since(
+async def test_a_replay_returns_the_stored_outcome_even_if_a_task_is_gone_since(
     settings: Settings, db: asyncpg.Connection
 ) -> None:
     user = await db.fetchval("INSERT INTO users (email, name) VALUES ('g@x.io', 'G') RETURNING id")
@@ -193,13 +207,13 @@ async def test_a_replay_renders_the_stored_result_even_if_a_task_is_gone_since(
     await db.execute("DELETE FROM tasks WHERE id = $1", task)
 
     replay = await _repository_update(settings, key, update)
-    assert replay == StoredResponse(200, render_update_result(first))
+    assert replay == Replay(first)
 
 
 async def test_a_key_stored_before_results_were_kept_as_rows_replays_its_body(
     settings: Settings, db: asyncpg.Connection
 ) -> None:
-    # Keys written by the earlier code (before sql/006) hold the rendered body.
+    # Keys stored before sql/006 hold the rendered body, no typed outcome.
     user = await db.fetchval("INSERT INTO users (email, name) VALUES ('o@x.io', 'O') RETURNING id")
     task = await db.fetchval("INSERT INTO tasks (title) VALUES ('Old') RETURNING id")
     await db.execute(
@@ -209,5 +223,5 @@ async def test_a_key_stored_before_results_were_kept_as_rows_replays_its_body(
     )
     key = IdempotencyKey("caller", "old-1", b"hash", timedelta(hours=1))
     replay = await _repository_update(settings, key, TaskUpdate(task_id=task, assignee_id=user))
-    assert replay == StoredResponse(200, b'{"old":1}')
+    assert replay == Replay(StoredResponse(200, b'{"old":1}'))
     assert await db.fetchval("SELECT assignee_id FROM tasks WHERE id = $1", task) is None

@@ -72,7 +72,7 @@ async def test_reassignment_sends_one_email_per_new_assignee(
 
 async def test_updated_tasks_are_shown_as_get_task_shows_them(client: httpx.AsyncClient) -> None:
     # The response is serialized from the rows without the Task model
-    # (routes.render_update_result): every field, timestamps included, must
+    # (service.http.tasks.render_update_result): every field, timestamps included, must
     # still read exactly as the model-rendered GET /tasks/{id} shows it.
     user = await create_user(client, "carol@example.com", "Carol")
     tasks = [await create_task(client, title) for title in ("Plain", "Ünïcødé ✓", "Due")]

@@ -2,10 +2,10 @@
 
 Whatever the planner's statistics say: here they were taken while the table
 was empty (as after a deploy, or with autovacuum behind), and then the
-outbox filled with pending and sending rows. Written with plain conditions
-on status, the claim read notifications_due_idx and notifications_lease_idx,
-and renew and record notifications_lease_idx: every pending or sending row,
-for each batch (docs/BENCHMARKS.md, finding 22).
+outbox filled with pending and sending rows. A plain condition on status
+would match a partial index's predicate (notifications_due_idx,
+notifications_lease_idx), and a plan reading it would read every pending or
+sending row for each batch; the statements' CASE conditions match none.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Whatever the planner's statistics say: here they were taken while the outbox
 was empty, and then it filled with long-finished rows. Left to those
-statistics, each batch's plan reads every doomed row and sorts them (on
-PostgreSQL 15 and 16 alike), so pruning a long history takes time quadratic in
-its length (docs/BENCHMARKS.md, finding 24).
+statistics, each batch's plan would read every doomed row and sort them, so a
+pass over a long history would cost time growing with the square of its
+length. The batch must run in ``walking_index_in_order``.
 """
 
 from __future__ import annotations
