@@ -17,12 +17,25 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql"
 # Any constant works; it only has to be the same in every replica.
 _ADVISORY_LOCK_KEY = 0x7A5C_0001
 
-_CREATE_LEDGER = """
+# The ledger of applied migrations, created on first use.
+CREATE_LEDGER = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version     text PRIMARY KEY,
     applied_at  timestamptz NOT NULL DEFAULT now()
 )
 """
+
+# Held for the whole run, so one replica migrates and the others wait.
+TAKE_MIGRATION_LOCK = "SELECT pg_advisory_lock($1)"
+
+# Let the next replica in.
+RELEASE_MIGRATION_LOCK = "SELECT pg_advisory_unlock($1)"
+
+# The versions already applied.
+SELECT_APPLIED = "SELECT version FROM schema_migrations"
+
+# Written in the migration's own transaction, so a version is recorded only if it applied.
+RECORD_APPLIED = "INSERT INTO schema_migrations (version) VALUES ($1)"
 
 
 def pending_files(directory: Path, applied: set[str]) -> list[Path]:
@@ -33,21 +46,19 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply what is missing; return the versions applied by this call."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", _ADVISORY_LOCK_KEY)
+        await conn.execute(TAKE_MIGRATION_LOCK, _ADVISORY_LOCK_KEY)
         try:
-            await conn.execute(_CREATE_LEDGER)
-            rows = await conn.fetch("SELECT version FROM schema_migrations")
+            await conn.execute(CREATE_LEDGER)
+            rows = await conn.fetch(SELECT_APPLIED)
             applied_now: list[str] = []
             for path in pending_files(directory, {row["version"] for row in rows}):
                 async with conn.transaction():
                     await conn.execute(path.read_text(encoding="utf-8"))
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version) VALUES ($1)", path.stem
-                    )
+                    await conn.execute(RECORD_APPLIED, path.stem)
                 logger.info("applied migration %s", path.name)
                 applied_now.append(path.stem)
             return applied_now
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _ADVISORY_LOCK_KEY)
+            await conn.execute(RELEASE_MIGRATION_LOCK, _ADVISORY_LOCK_KEY)
     finally:
         await conn.close()

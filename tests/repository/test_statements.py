@@ -1,7 +1,7 @@
 """Every SQL statement the service runs is planned against the migrated schema.
 
 The statements are found, not listed: every upper-case module-level string of
-the repository's modules and of the wake-up whose text is SQL. So a statement
+the repository's modules, the wake-up and the migration runner whose text is SQL. So a statement
 added with a typo fails here, before any test happens to run it. Each must
 also be one literal (never assembled with ``format``, an f-string or ``+``)
 with a one-line description comment directly above it.
@@ -30,13 +30,14 @@ _MODULES = [
         for info in pkgutil.iter_modules(service.repository.__path__)
     ),
     importlib.import_module("service.delivery.wakeup"),
+    importlib.import_module("service.migrations"),
 ]
 
 _CONSTANT_NAME = re.compile(r"^_?[A-Z][A-Z0-9_]*$")
 _SQL_COMMENT_LINE = re.compile(r"^\s*--.*$", re.MULTILINE)
 _PLANNABLE = re.compile(r"^(SELECT|WITH|INSERT|UPDATE|DELETE|VALUES)\b")
 # Statements EXPLAIN does not take: run instead, in a transaction rolled back.
-_UTILITY = re.compile(r"^(SET|LISTEN|UNLISTEN|NOTIFY)\b")
+_UTILITY = re.compile(r"^(SET|LISTEN|UNLISTEN|NOTIFY|CREATE)\b")
 
 # Upper-case strings of those modules that are not SQL.
 _NOT_STATEMENTS = {"service.delivery.wakeup.CHANNEL"}
