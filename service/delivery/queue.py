@@ -129,7 +129,7 @@ class MemoryStreamQueue:
             try:
                 self._send.send_nowait(notification_id)
             except anyio.WouldBlock:
-                # No timed wait for a zero timeout: its cancel scope costs ~45 µs of CPU.
+                # No timed wait for a zero timeout: a cancel scope is not free.
                 if room_within > 0:
                     with anyio.move_on_after(room_within):
                         await self._send.send(notification_id)
