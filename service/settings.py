@@ -137,9 +137,10 @@ class Settings(BaseSettings):
     # Consumer tasks in this process. 0 makes an API-only process: it delivers
     # nothing itself and announces new rows to the delivering replicas.
     worker_concurrency: int = Field(default=1, ge=0)
-    # Each batch costs a claim and a provider call per provider limit, whatever
-    # its size. A crash re-sends at most one provider call's messages per
-    # consumer (docs/RELIABILITY.md; tests/e2e/test_reliability.py measures it).
+    # One claim per batch, sent in calls of at most the provider's limit, each
+    # recorded as it answers: a crash re-sends at most one call's messages per
+    # consumer (docs/RELIABILITY.md; tests/e2e/test_reliability.py::
+    # test_a_kill_mid_batch_resends_at_most_one_provider_call_per_consumer).
     batch_size: int = Field(default=250, ge=1)
     # After taking every id already waiting, a consumer may wait this long for
     # more to fill a batch. 0: batches form from whatever queued up while the

@@ -2,9 +2,11 @@
 
 A batch is claimed once and split once, here, by the provider's limits; each
 provider call's results are recorded as soon as it answers, so a crash
-re-sends at most one call's messages. After a call that failed as a whole (a
-halt, or every message to retry) the rest of the batch is not sent: it would
-fail the same way. A consumer contains every per-batch failure (it logs, and
+re-sends at most one call's messages (tests/delivery/test_consumer_decisions.py::
+test_each_call_is_recorded_before_the_next_call, and the kill -9 in
+tests/e2e/test_reliability.py). After a call that failed as a whole (a halt,
+or every message to retry) the rest of the batch is not sent: it would fail
+the same way. A consumer contains every per-batch failure (it logs, and
 the rows are put back for a retry or left to their lease); only cancellation
 escapes. No database connection is held while the provider is called.
 """
@@ -100,7 +102,8 @@ class Deliverer:
             # Cancelled (shutdown past the drain deadline) or a bug: we do not
             # know what the provider got for the rows not recorded yet, so they
             # go back to pending now rather than waiting out their lease.
-            # Recorded rows are final (tests/delivery/test_consumer_decisions.py).
+            # Recorded rows are final (tests/delivery/test_consumer_decisions.py::
+            # test_cancellation_releases_only_the_rows_not_recorded).
             reason = (
                 "interrupted" if isinstance(exc, anyio.get_cancelled_exc_class()) else repr(exc)
             )
@@ -174,7 +177,9 @@ class Deliverer:
         answered_at = datetime.now(UTC)
         self._count_call(results)
         # One call is one strike and one pause, however many messages it carried
-        # (tests/delivery/test_consumer_decisions.py).
+        # (tests/delivery/test_consumer_decisions.py::
+        # test_one_401_on_a_batch_of_several_calls_is_one_call_and_one_strike,
+        # ::test_retry_after_pauses_the_rate_limiter_once_per_call).
         halt = next((r for r in results if r.outcome is Outcome.HALT), None)
         pause = self._health.provider_halted(_describe(halt), halt.retry_after) if halt else 0.0
         retry_after = max(
@@ -234,7 +239,8 @@ class Deliverer:
     async def _renew_lease(self, lease: _Lease) -> None:
         # Renewing at a third of the lease leaves two chances before it lapses.
         # Only rows not recorded yet are renewed, and only they can be lost
-        # (tests/delivery/test_consumer_decisions.py).
+        # (tests/delivery/test_consumer_decisions.py::
+        # test_the_lease_is_renewed_for_unrecorded_rows_only).
         interval = self._policy.lease_seconds / 3
         while True:
             await anyio.sleep(interval)

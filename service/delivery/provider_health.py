@@ -42,7 +42,8 @@ class Health:
         """Record an account-level failure; returns the pause in seconds.
 
         Call it once per provider call, not per message: the pause doubles with
-        each strike (tests/delivery/test_consumer_decisions.py guards this).
+        each strike (tests/delivery/test_consumer_decisions.py::
+        test_one_401_on_a_batch_of_several_calls_is_one_call_and_one_strike).
         """
         strikes = self.halt.strikes + 1 if self.halt else 1
         policy = self.halt_policy

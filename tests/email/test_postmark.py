@@ -226,3 +226,32 @@ async def test_empty_batch_makes_no_call(provider: PostmarkProvider, api: respx.
 
     assert await provider.send_batch([]) == []
     assert not route.called
+
+
+@pytest.mark.parametrize(
+    ("response", "outcome"),
+    [
+        # Per-message codes: 100 maintenance is transient, 300 invalid e-mail is the message's.
+        (httpx.Response(200, json=[{"ErrorCode": 100, "Message": "maintenance"}]), Outcome.RETRY),
+        (httpx.Response(200, json=["not an object"]), Outcome.RETRY),
+        # Whole-request failures whose body is not Postmark's error object.
+        (httpx.Response(418, text="teapot"), Outcome.RETRY),
+        (httpx.Response(400, json=["a list"]), Outcome.RETRY),
+        (
+            httpx.Response(422, json={"ErrorCode": 300, "Message": "Invalid email"}),
+            Outcome.REJECTED,
+        ),
+    ],
+)
+async def test_unusual_answers_are_classified(
+    provider: PostmarkProvider,
+    api: respx.MockRouter,
+    make_message: MessageFactory,
+    response: httpx.Response,
+    outcome: Outcome,
+) -> None:
+    api.post("/email/batch").mock(return_value=response)
+
+    results = await provider.send_batch([make_message(0)])
+
+    assert _outcomes(results) == [outcome]

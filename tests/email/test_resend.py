@@ -245,3 +245,38 @@ async def test_a_batch_is_sent_in_one_call_with_one_key(
     assert [len(json.loads(c.request.content)) for c in route.calls] == [3]
     assert route.calls[0].request.headers["Idempotency-Key"].startswith("batch-")
     assert len(results) == 3
+
+
+@pytest.mark.parametrize(
+    ("response", "outcome"),
+    [
+        (httpx.Response(404, text="not found"), Outcome.HALT),
+        (httpx.Response(418, text="teapot"), Outcome.RETRY),
+        (httpx.Response(400, json=["a list"]), Outcome.REJECTED),
+        (httpx.Response(200, text="not json"), Outcome.RETRY),
+        (httpx.Response(200, json=["a list"]), Outcome.RETRY),
+        (httpx.Response(200, json={"data": {"id": "x"}}), Outcome.RETRY),
+        (httpx.Response(200, json={"data": [], "errors": [{"index": 7}]}), Outcome.RETRY),
+    ],
+)
+async def test_unusual_answers_are_classified(
+    provider: ResendProvider,
+    api: respx.MockRouter,
+    make_message: MessageFactory,
+    response: httpx.Response,
+    outcome: Outcome,
+) -> None:
+    api.post("/emails/batch").mock(return_value=response)
+
+    results = await provider.send_batch([make_message(0)])
+
+    assert _outcomes(results) == [outcome]
+
+
+async def test_an_empty_batch_makes_no_call(
+    provider: ResendProvider, api: respx.MockRouter
+) -> None:
+    route = api.post("/emails/batch")
+
+    assert await provider.send_batch([]) == []
+    assert not route.called
