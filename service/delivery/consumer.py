@@ -122,7 +122,8 @@ class Deliverer:
             outcomes = settled + [_hold(row, self._halt_reason(), halted_for) for row in rows]
             await self._record(lease, outcomes)
             return outcomes
-        messages, unrenderable = await render_batch(rows, self._render)
+        render = partial(self._renderer.render, sender=self._sender)
+        messages, unrenderable = await render_batch(rows, render)
         # Rows already settled are written with the first call's results.
         waiting = settled + unrenderable
         recorded: list[RecordedOutcome] = []
@@ -143,9 +144,6 @@ class Deliverer:
             await self._record(lease, waiting)
             recorded += waiting
         return recorded
-
-    def _render(self, row: OutboxRow) -> EmailMessage:
-        return self._renderer.render(row, self._sender)
 
     def _split(
         self, messages: list[tuple[OutboxRow, EmailMessage]]
