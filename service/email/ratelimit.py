@@ -60,7 +60,7 @@ class RateLimiter:
     def pause_for(self, seconds: float) -> None:
         """Make no call for ``seconds`` from now."""
         # Keep the later deadline: a shorter hint must not cut a longer pause short
-        # (tests/email/test_ratelimit.py).
+        # (tests/email/test_ratelimit.py::test_earlier_pause_does_not_shorten_a_later_one).
         self._paused_until = max(self._paused_until, self._clock() + seconds)
 
     async def acquire(self, n: int = 1) -> None:
