@@ -21,9 +21,9 @@ from functools import partial
 from uuid import UUID, uuid4
 
 import anyio
-from anyio.lowlevel import checkpoint
 
 from service.delivery.backoff import Backoff
+from service.delivery.outcomes import dead, describe, hold, release, render_batch
 from service.delivery.ports import DeliveryStore
 from service.delivery.provider_health import Health
 from service.email.base import Address, EmailMessage, EmailProvider, Outcome, SendResult
@@ -35,11 +35,6 @@ from service.metrics import Metrics
 from service.models import OutboxRow
 from service.repository import RecordedOutcome
 from service.settings import DeliveryPolicy
-
-# Rendering yields to the event loop every this many messages, so requests in
-# flight are not held up behind a whole batch
-# (tests/delivery/test_render_batch.py::test_other_tasks_run_while_a_full_batch_renders).
-_RENDER_SLICE = 32
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +103,7 @@ class Deliverer:
                 "interrupted" if isinstance(exc, anyio.get_cancelled_exc_class()) else repr(exc)
             )
             unrecorded = list(lease.unrecorded.values())
-            await self._record(lease, [_release(row, f"delivery {reason}") for row in unrecorded])
+            await self._record(lease, [release(row, f"delivery {reason}") for row in unrecorded])
             raise
         _log_outcomes(claimed.rows, outcomes)
 
@@ -119,7 +114,7 @@ class Deliverer:
         rows = list(lease.unrecorded.values())
         halted_for = self._health.halted_for()
         if halted_for > 0 or not rows:
-            outcomes = settled + [_hold(row, self._halt_reason(), halted_for) for row in rows]
+            outcomes = settled + [hold(row, self._halt_reason(), halted_for) for row in rows]
             await self._record(lease, outcomes)
             return outcomes
         render = partial(self._renderer.render, sender=self._sender)
@@ -132,7 +127,7 @@ class Deliverer:
             renewal.start_soon(self._renew_lease, lease)
             while calls:
                 call_rows, call_messages = calls.popleft()
-                outcomes, settle_rest = await self._call_or_hold(call_rows, call_messages)
+                outcomes, settle_rest = await self._call_orhold(call_rows, call_messages)
                 if settle_rest is not None:
                     outcomes += [settle_rest(row) for rest, _ in calls for row in rest]
                     calls.clear()
@@ -156,7 +151,7 @@ class Deliverer:
     def _halt_reason(self) -> str:
         return self._health.halt.reason if self._health.halt else "provider halted"
 
-    async def _call_or_hold(
+    async def _call_orhold(
         self, rows: list[OutboxRow], messages: list[EmailMessage]
     ) -> tuple[list[RecordedOutcome], _SettleRest | None]:
         """One provider call's outcomes, and how to settle the rest of the batch if it stops.
@@ -166,8 +161,8 @@ class Deliverer:
         """
         halted_for = self._health.halted_for()
         if halted_for > 0:
-            hold = partial(_hold, reason=self._halt_reason(), delay=halted_for)
-            return [hold(row) for row in rows], hold
+            hold_rest = partial(hold, reason=self._halt_reason(), delay=halted_for)
+            return [hold_rest(row) for row in rows], hold_rest
         await self._rate_limiter.acquire(len(messages))
         results = await self._provider.send_batch(messages)
         if len(results) != len(messages):  # a provider bug; never guess which is which
@@ -179,7 +174,7 @@ class Deliverer:
         # test_one_401_on_a_batch_of_several_calls_is_one_call_and_one_strike,
         # ::test_retry_after_pauses_the_rate_limiter_once_per_call).
         halt = next((r for r in results if r.outcome is Outcome.HALT), None)
-        pause = self._health.provider_halted(_describe(halt), halt.retry_after) if halt else 0.0
+        pause = self._health.provider_halted(describe(halt), halt.retry_after) if halt else 0.0
         retry_after = max(
             (r.retry_after for r in results if r.outcome is Outcome.RETRY and r.retry_after),
             default=None,
@@ -191,7 +186,7 @@ class Deliverer:
             for row, result in zip(rows, results, strict=True)
         ]
         if halt is not None:
-            return outcomes, partial(_hold, reason=_describe(halt), delay=pause)
+            return outcomes, partial(hold, reason=describe(halt), delay=pause)
         if all(result.outcome is Outcome.RETRY for result in results):
             return outcomes, partial(self._retry, result=results[0])
         return outcomes, None
@@ -219,16 +214,16 @@ class Deliverer:
                     row.id, "sent", provider_message_id=result.provider_message_id
                 )
             case Outcome.REJECTED:
-                return _dead(row, f"rejected: {_describe(result)}")
+                return dead(row, f"rejected: {describe(result)}")
             case Outcome.HALT:
-                return _hold(row, _describe(result), halt_pause)
+                return hold(row, describe(result), halt_pause)
             case Outcome.RETRY:
                 return self._retry(row, result)
 
     def _retry(self, row: OutboxRow, result: SendResult) -> RecordedOutcome:
-        reason = _describe(result)
+        reason = describe(result)
         if row.attempts >= self._policy.max_attempts:
-            return _dead(row, f"gave up after {row.attempts} attempts: {reason}")
+            return dead(row, f"gave up after {row.attempts} attempts: {reason}")
         delay = result.retry_after
         if delay is None:
             delay = self._backoff.delay(row.attempts)
@@ -298,42 +293,3 @@ def _log_outcomes(rows: list[OutboxRow], outcomes: list[RecordedOutcome]) -> Non
                 "errors": sorted({o.error for o in group if o.error}),
             },
         )
-
-
-def _describe(result: SendResult) -> str:
-    reason = result.reason or result.outcome.value
-    return f"{result.code}: {reason}" if result.code else reason
-
-
-async def render_batch(
-    rows: Sequence[OutboxRow], render: Callable[[OutboxRow], EmailMessage]
-) -> tuple[list[tuple[OutboxRow, EmailMessage]], list[RecordedOutcome]]:
-    """Each row with its message; a row that cannot be rendered is dead.
-
-    Yields to the event loop every ``_RENDER_SLICE`` messages: requests in
-    flight are not held up behind a whole batch.
-    """
-    messages: list[tuple[OutboxRow, EmailMessage]] = []
-    dead: list[RecordedOutcome] = []
-    for index, row in enumerate(rows):
-        if index and index % _RENDER_SLICE == 0:
-            await checkpoint()
-        try:
-            messages.append((row, render(row)))
-        except Exception as exc:  # bad data must not stop the batch
-            logger.exception("cannot render notification %s", row.id)
-            dead.append(_dead(row, f"cannot render: {exc!r}"))
-    return messages, dead
-
-
-def _dead(row: OutboxRow, error: str) -> RecordedOutcome:
-    return RecordedOutcome(row.id, "dead", error=error)
-
-
-def _hold(row: OutboxRow, reason: str, delay: float) -> RecordedOutcome:
-    # Account-level problems are not the row's fault: the attempt is refunded.
-    return RecordedOutcome(row.id, "pending", error=f"halted: {reason}", delay=delay, refund=1)
-
-
-def _release(row: OutboxRow, reason: str) -> RecordedOutcome:
-    return RecordedOutcome(row.id, "pending", error=reason, delay=0.0)
