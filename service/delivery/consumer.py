@@ -127,7 +127,7 @@ class Deliverer:
             renewal.start_soon(self._renew_lease, lease)
             while calls:
                 call_rows, call_messages = calls.popleft()
-                outcomes, settle_rest = await self._call_orhold(call_rows, call_messages)
+                outcomes, settle_rest = await self._call_or_hold(call_rows, call_messages)
                 if settle_rest is not None:
                     outcomes += [settle_rest(row) for rest, _ in calls for row in rest]
                     calls.clear()
@@ -151,7 +151,7 @@ class Deliverer:
     def _halt_reason(self) -> str:
         return self._health.halt.reason if self._health.halt else "provider halted"
 
-    async def _call_orhold(
+    async def _call_or_hold(
         self, rows: list[OutboxRow], messages: list[EmailMessage]
     ) -> tuple[list[RecordedOutcome], _SettleRest | None]:
         """One provider call's outcomes, and how to settle the rest of the batch if it stops.
