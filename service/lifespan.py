@@ -10,27 +10,26 @@ stays pending in the outbox and is delivered after the next start.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
 
 import anyio
 import asyncpg
 import httpx
-from anyio.abc import TaskStatus
 from starlette.applications import Starlette
 
 from service.database import create_pool
-from service.delivery.backoff import Backoff
-from service.delivery.consumer import Deliverer, DeliveryPolicy, run_consumer
+from service.delivery.consumer import Deliverer
+from service.delivery.consumer_pool import Consumers
 from service.delivery.handoff import Handoff
 from service.delivery.outbox_stats import OutboxStats
 from service.delivery.pressure import RequestPressure
 from service.delivery.provider_health import Health
 from service.delivery.pruner import Pruner
 from service.delivery.queue import MemoryStreamQueue
+from service.delivery.supervision import Startable, supervised
 from service.delivery.sweeper import Sweeper
 from service.delivery.wakeup import BacklogBroadcaster, WakeUp, new_instance_id, run_listener
 from service.email.ratelimit import RateLimiter
@@ -51,48 +50,6 @@ _OUTBOX_STATS_TTL_SECONDS = 2.0
 FatalHandler = Callable[[str], None]
 
 
-class _Startable(Protocol):
-    def __call__(self, *, task_status: TaskStatus[None]) -> Awaitable[None]: ...
-
-
-class _RunningTasks:
-    """Counts supervised tasks so shutdown can wait for the last one."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.all_done = anyio.Event()
-
-    def finished(self) -> None:
-        self.count -= 1
-        if self.count == 0:
-            self.all_done.set()
-
-
-async def _supervised(
-    name: str,
-    run: _Startable,
-    health: Health,
-    on_fatal: FatalHandler,
-    running: _RunningTasks | None = None,
-    *,
-    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    # A background task that dies must not leave a process that looks
-    # healthy: mark /readyz failed and ask the server to shut down, so a
-    # supervisor restarts it. Cancellation is not a failure and passes through.
-    if running is not None:
-        running.count += 1
-    try:
-        await run(task_status=task_status)
-    except Exception as exc:
-        logger.exception("background task %s died", name)
-        health.task_failed(name, repr(exc))
-        on_fatal(name)
-    finally:
-        if running is not None:
-            running.finished()
-
-
 @dataclass(frozen=True, slots=True)
 class _Parts:
     """Everything the lifespan builds once the pool and HTTP client exist."""
@@ -100,7 +57,7 @@ class _Parts:
     state: AppState
     queue: MemoryStreamQueue
     deliverer: Deliverer
-    background: dict[str, _Startable]
+    background: dict[str, Startable]
 
 
 def _assemble(
@@ -111,9 +68,7 @@ def _assemble(
     pressure: RequestPressure,
 ) -> _Parts:
     assert settings.database_url is not None
-    health = Health(
-        halt_base_seconds=settings.halt_base_seconds, halt_max_seconds=settings.halt_max_seconds
-    )
+    health = Health(halt_policy=settings.halt_policy)
     repository = Repository(pool)
     delivers = settings.worker_concurrency > 0
     # An API-only process (WORKER_CONCURRENCY=0) keeps a stream of capacity 0:
@@ -129,34 +84,21 @@ def _assemble(
     backlog = BacklogBroadcaster(repository, instance_id, settings.backlog_notify_interval)
     rate_limiter = RateLimiter(settings.email_rate_limit)
     deliverer = Deliverer(
-        repository=repository,
+        store=repository,
         provider=build_provider(settings, http_client),
         renderer=Renderer(),
         sender=parse_address(settings.email_from),
         rate_limiter=rate_limiter,
         health=health,
-        policy=DeliveryPolicy(
-            lease_seconds=settings.lease_seconds,
-            max_attempts=settings.max_attempts,
-            backoff=Backoff(settings.retry_base_seconds, settings.retry_max_seconds),
-        ),
+        policy=settings.delivery_policy,
         metrics=metrics,
     )
-    sweeper = Sweeper(
-        repository,
-        page_size=settings.batch_size,
-        interval=settings.sweep_interval,
-        grace=settings.sweep_grace,
-        metrics=metrics,
-        wake=wake,
-    )
-    pruner = Pruner(
-        repository,
-        sent_retention=settings.retention,
-        dead_retention=settings.dead_retention,
-        batch_size=settings.prune_batch_size,
-        interval=settings.prune_interval,
-    )
+    sweeper = Sweeper(repository, settings.sweep_policy, metrics=metrics, wake=wake)
+    pruner = Pruner(repository, settings.retention_policy)
+    delivery_tasks: dict[str, Startable] = {
+        "sweeper": partial(sweeper.run, queue),
+        "listener": partial(run_listener, settings.database_url, wake, instance_id),
+    }
     return _Parts(
         state=AppState(
             settings=settings,
@@ -170,14 +112,7 @@ def _assemble(
         queue=queue,
         deliverer=deliverer,
         background={
-            **(
-                {
-                    "sweeper": partial(sweeper.run, queue),
-                    "listener": partial(run_listener, settings.database_url, wake, instance_id),
-                }
-                if delivers
-                else {}
-            ),
+            **(delivery_tasks if delivers else {}),
             "pruner": pruner.run,
             "backlog-notifier": backlog.run,
         },
@@ -208,40 +143,19 @@ def make_lifespan(
                 httpx.AsyncClient(timeout=settings.email_timeout, limits=settings.email_limits)
             )
             parts = _assemble(settings, pool, http_client, metrics, pressure)
-            state, health, queue = parts.state, parts.state["health"], parts.queue
-            consumers_running = _RunningTasks()
-            async with anyio.create_task_group() as consumers:
-                for index in range(settings.worker_concurrency):
-                    consumer = partial(
-                        run_consumer,
-                        queue.open_receiver(),
-                        parts.deliverer,
-                        batch_size=settings.batch_size,
-                        linger=settings.batch_linger,
-                        pressure=pressure,
-                    )
-                    name = f"consumer-{index}"
-                    await consumers.start(
-                        _supervised, name, consumer, health, task_died, consumers_running
-                    )
-                try:
-                    async with anyio.create_task_group() as background:
-                        for name, task in parts.background.items():
-                            await background.start(_supervised, name, task, health, task_died)
-                        yield state
-                        background.cancel_scope.cancel()
-                finally:
-                    # Drain: no new hints; consumers finish what they hold.
-                    await queue.close()
-                    with anyio.move_on_after(settings.drain_seconds):
-                        if consumers_running.count:
-                            await consumers_running.all_done.wait()
-                    if consumers_running.count:
-                        logger.warning(
-                            "drain deadline passed; %d consumers cancelled, their rows "
-                            "stay pending",
-                            consumers_running.count,
-                        )
-                    consumers.cancel_scope.cancel()
+            state = parts.state
+            consumers = Consumers(
+                parts.queue,
+                parts.deliverer,
+                settings.consumer_policy,
+                pressure=pressure,
+                health=state["health"],
+                on_fatal=task_died,
+            )
+            async with consumers.running(), anyio.create_task_group() as background:
+                for name, task in parts.background.items():
+                    await background.start(supervised, name, task, state["health"], task_died)
+                yield state
+                background.cancel_scope.cancel()
 
     return lifespan

@@ -9,6 +9,7 @@ environment anywhere else.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,53 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderName = Literal["console", "file", "postmark", "resend", "mailpit"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """How a consumer treats its claimed rows: the lease and the retries."""
+
+    lease_seconds: float
+    max_attempts: int
+    retry_base_seconds: float
+    retry_max_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerPolicy:
+    """How many consumers run, how they form batches and how long they may drain."""
+
+    concurrency: int
+    batch_size: int
+    linger: float
+    drain_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class HaltPolicy:
+    """The pause after an account-level failure: ``base`` doubling up to ``max``."""
+
+    base_seconds: float = 5.0
+    max_seconds: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class SweepPolicy:
+    """How often the sweeper looks, how much per page, and what it leaves to the fast path."""
+
+    page_size: int
+    interval: float
+    grace: float
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """How long finished rows are kept, and how the pruner deletes them."""
+
+    sent: timedelta
+    dead: timedelta
+    batch_size: int
+    interval: float
 
 
 _CALLER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -89,19 +137,18 @@ class Settings(BaseSettings):
     # Consumer tasks in this process. 0 makes an API-only process: it delivers
     # nothing itself and announces new rows to the delivering replicas.
     worker_concurrency: int = Field(default=1, ge=0)
-    # Each batch costs a claim, a provider call and a recording write whatever
-    # its size: 250 measured ~25% less CPU per e-mail than 100 (docs/BENCHMARKS.md),
-    # fits one Postmark call (limit 500), and bounds the duplicates a crash can
-    # cause (docs/RELIABILITY.md) at 250 per consumer.
+    # One claim per batch, sent in calls of at most the provider's limit, each
+    # recorded as it answers: a crash re-sends at most one call's messages per
+    # consumer (docs/RELIABILITY.md; tests/e2e/test_reliability.py::
+    # test_a_kill_mid_batch_resends_at_most_one_provider_call_per_consumer).
     batch_size: int = Field(default=250, ge=1)
     # After taking every id already waiting, a consumer may wait this long for
     # more to fill a batch. 0: batches form from whatever queued up while the
     # consumer was busy, which under load is plenty and when idle costs no latency.
     batch_linger: float = Field(default=0.0, ge=0)
     # While more requests are in flight than DB_POOL_MAX_SIZE, a consumer waits
-    # up to this long before its next batch: requests first (service/pressure.py).
-    # 5 s rather than 1 s: a batch per second of overload cost the API ~10% of
-    # its p99 (docs/BENCHMARKS.md, finding 18). 0: delivery never gives way.
+    # up to this long before its next batch: requests first
+    # (service/delivery/pressure.py). 0: delivery never gives way.
     delivery_max_defer: float = Field(default=5.0, ge=0)
     sweep_interval: float = Field(default=1.0, gt=0)
     # Pending rows younger than this are assumed to be in the stream already;
@@ -183,6 +230,44 @@ class Settings(BaseSettings):
         if self.api_keys is None:
             return {}
         return parse_api_keys(self.api_keys.get_secret_value())
+
+    @property
+    def delivery_policy(self) -> DeliveryPolicy:
+        return DeliveryPolicy(
+            lease_seconds=self.lease_seconds,
+            max_attempts=self.max_attempts,
+            retry_base_seconds=self.retry_base_seconds,
+            retry_max_seconds=self.retry_max_seconds,
+        )
+
+    @property
+    def consumer_policy(self) -> ConsumerPolicy:
+        return ConsumerPolicy(
+            concurrency=self.worker_concurrency,
+            batch_size=self.batch_size,
+            linger=self.batch_linger,
+            drain_seconds=self.drain_seconds,
+        )
+
+    @property
+    def halt_policy(self) -> HaltPolicy:
+        return HaltPolicy(base_seconds=self.halt_base_seconds, max_seconds=self.halt_max_seconds)
+
+    @property
+    def sweep_policy(self) -> SweepPolicy:
+        # A page is one batch: the sweeper hands the consumers a batch at a time.
+        return SweepPolicy(
+            page_size=self.batch_size, interval=self.sweep_interval, grace=self.sweep_grace
+        )
+
+    @property
+    def retention_policy(self) -> RetentionPolicy:
+        return RetentionPolicy(
+            sent=self.retention,
+            dead=self.dead_retention,
+            batch_size=self.prune_batch_size,
+            interval=self.prune_interval,
+        )
 
     @property
     def email_timeout(self) -> httpx.Timeout:

@@ -12,7 +12,7 @@ from asgi_lifespan import LifespanManager
 
 from service.app import create_app
 from service.delivery.provider_health import Health
-from service.lifespan import _supervised
+from service.delivery.supervision import supervised
 from service.settings import Settings
 from tests.support.api import create_task, create_user, wait_for_statuses
 from tests.support.app import POSTMARK_URL, app_client, make_settings
@@ -28,7 +28,7 @@ async def test_a_dying_task_is_recorded_and_asks_for_shutdown() -> None:
         raise RuntimeError("disk on fire")
 
     async with anyio.create_task_group() as tg:
-        await tg.start(_supervised, "sweeper", crashes, health, fatal.append)
+        await tg.start(supervised, "sweeper", crashes, health, fatal.append)
     assert fatal == ["sweeper"]
     assert "disk on fire" in health.failed_tasks["sweeper"]
 
@@ -40,7 +40,7 @@ async def test_a_task_that_cannot_start_fails_start_up_loudly() -> None:
     expected = pytest.RaisesExc(RuntimeError, match=r"without calling task_status\.started")
     with pytest.RaisesGroup(expected):
         async with anyio.create_task_group() as tg:
-            await tg.start(_supervised, "consumer-0", broken, Health(), lambda name: None)
+            await tg.start(supervised, "consumer-0", broken, Health(), lambda name: None)
 
 
 async def test_readyz_fails_once_a_background_task_has_died(settings: Settings) -> None:

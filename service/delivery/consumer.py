@@ -1,28 +1,31 @@
 """Consumers: claim -> render -> send -> record, one batch of ids at a time.
 
-A consumer contains every per-batch failure (it logs, and the rows are put
-back for a retry or left to their lease); only cancellation escapes. No
-database connection is held while the provider is called.
+A batch is claimed once and split once, here, by the provider's limits; each
+provider call's results are recorded as soon as it answers, so a crash
+re-sends at most one call's messages (tests/delivery/test_consumer_decisions.py::
+test_each_call_is_recorded_before_the_next_call, and the kill -9 in
+tests/e2e/test_reliability.py). After a call that failed as a whole (a halt,
+or every message to retry) the rest of the batch is not sent: it would fail
+the same way. A consumer contains every per-batch failure (it logs, and
+the rows are put back for a retry or left to their lease); only cancellation
+escapes. No database connection is held while the provider is called.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from functools import partial
 from uuid import UUID, uuid4
 
 import anyio
-from anyio.abc import TaskStatus
-from anyio.lowlevel import checkpoint
 
 from service.delivery.backoff import Backoff
-from service.delivery.pressure import RequestPressure
+from service.delivery.outcomes import dead, describe, hold, release, render_batch
+from service.delivery.ports import DeliveryStore
 from service.delivery.provider_health import Health
-from service.delivery.queue import QueueReceiver
 from service.email.base import Address, EmailMessage, EmailProvider, Outcome, SendResult
 from service.email.batching import split_batches
 from service.email.ratelimit import RateLimiter
@@ -30,26 +33,29 @@ from service.email.render import Renderer
 from service.errors import Unavailable
 from service.metrics import Metrics
 from service.models import OutboxRow
-from service.repository import RecordedOutcome, Repository
-
-# Rendering a full batch takes ~8 ms of CPU (~30 µs a message): the consumer
-# yields to the event loop every this many messages, so that requests in
-# flight are not held up behind it (docs/BENCHMARKS.md, finding 17).
-_RENDER_SLICE = 32
+from service.repository import RecordedOutcome
+from service.settings import DeliveryPolicy
 
 logger = logging.getLogger(__name__)
 
-# The final write of a batch is shielded from cancellation, but not forever:
-# if the database is gone the lease simply expires and the row is retried.
+# A recording write is shielded from cancellation, but not forever: if the
+# database is gone the lease simply expires and the row is retried.
 _RECORD_TIMEOUT_SECONDS = 5.0
-_OUTAGE_BACKOFF_CAP_SECONDS = 5.0
+
+# How the unsent rest of a batch is settled after a call that failed as a whole.
+_SettleRest = Callable[[OutboxRow], RecordedOutcome]
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryPolicy:
-    lease_seconds: float
-    max_attempts: int
-    backoff: Backoff
+class _Lease:
+    """The rows of one claim whose results are not recorded yet."""
+
+    def __init__(self, token: UUID, rows: Iterable[OutboxRow]) -> None:
+        self.token = token
+        self.unrecorded: dict[UUID, OutboxRow] = {row.id: row for row in rows}
+
+    def settle(self, outcomes: Iterable[RecordedOutcome]) -> None:
+        for outcome in outcomes:
+            self.unrecorded.pop(outcome.notification_id, None)
 
 
 class Deliverer:
@@ -58,7 +64,7 @@ class Deliverer:
     def __init__(
         self,
         *,
-        repository: Repository,
+        store: DeliveryStore,
         provider: EmailProvider,
         renderer: Renderer,
         sender: Address,
@@ -67,71 +73,126 @@ class Deliverer:
         policy: DeliveryPolicy,
         metrics: Metrics,
     ) -> None:
-        self._repository = repository
+        self._store = store
         self._provider = provider
         self._renderer = renderer
         self._sender = sender
         self._rate_limiter = rate_limiter
         self._health = health
         self._policy = policy
+        self._backoff = Backoff(policy.retry_base_seconds, policy.retry_max_seconds)
         self._metrics = metrics
 
     async def deliver(self, ids: Sequence[UUID]) -> None:
         """Claim what is still claimable among ``ids`` and deliver it."""
         token = uuid4()
-        claimed = await self._repository.claim(ids, token, self._policy.lease_seconds)
+        claimed = await self._store.claim(ids, token, self._policy.lease_seconds)
         if not claimed:
             return
-        rows = claimed.rows
+        lease = _Lease(token, claimed.rows)
         broken = [RecordedOutcome(i, "dead", error=e) for i, e in claimed.unreadable.items()]
         try:
-            outcomes = broken + await self._send_under_lease(rows, token)
+            outcomes = await self._deliver_claimed(lease, broken)
         except BaseException as exc:
             # Cancelled (shutdown past the drain deadline) or a bug: we do not
-            # know what the provider got, so the rows go back to pending now
-            # rather than waiting out their lease.
+            # know what the provider got for the rows not recorded yet, so they
+            # go back to pending now rather than waiting out their lease.
+            # Recorded rows are final (tests/delivery/test_consumer_decisions.py::
+            # test_cancellation_releases_only_the_rows_not_recorded).
             reason = (
                 "interrupted" if isinstance(exc, anyio.get_cancelled_exc_class()) else repr(exc)
             )
-            await self._record(token, [_release(row, f"delivery {reason}") for row in rows])
+            unrecorded = list(lease.unrecorded.values())
+            await self._record(lease, [release(row, f"delivery {reason}") for row in unrecorded])
             raise
-        await self._record(token, outcomes)
-        _log_outcomes(rows, outcomes)
+        _log_outcomes(claimed.rows, outcomes)
 
-    async def _send_under_lease(self, rows: list[OutboxRow], token: UUID) -> list[RecordedOutcome]:
-        if not rows:
-            return []
+    async def _deliver_claimed(
+        self, lease: _Lease, settled: list[RecordedOutcome]
+    ) -> list[RecordedOutcome]:
+        """Send the claimed rows call by call, recording each call; returns every outcome."""
+        rows = list(lease.unrecorded.values())
+        halted_for = self._health.halted_for()
+        if halted_for > 0 or not rows:
+            outcomes = settled + [hold(row, self._halt_reason(), halted_for) for row in rows]
+            await self._record(lease, outcomes)
+            return outcomes
+        render = partial(self._renderer.render, sender=self._sender)
+        messages, unrenderable = await render_batch(rows, render)
+        # Rows already settled are written with the first call's results.
+        waiting = settled + unrenderable
+        recorded: list[RecordedOutcome] = []
+        calls = deque(self._split(messages))
+        async with anyio.create_task_group() as renewal:
+            renewal.start_soon(self._renew_lease, lease)
+            while calls:
+                call_rows, call_messages = calls.popleft()
+                outcomes, settle_rest = await self._call_or_hold(call_rows, call_messages)
+                if settle_rest is not None:
+                    outcomes += [settle_rest(row) for rest, _ in calls for row in rest]
+                    calls.clear()
+                outcomes, waiting = waiting + outcomes, []
+                await self._record(lease, outcomes)
+                recorded += outcomes
+            renewal.cancel_scope.cancel()
+        if waiting:  # nothing could be rendered: no call carried them
+            await self._record(lease, waiting)
+            recorded += waiting
+        return recorded
+
+    def _split(
+        self, messages: list[tuple[OutboxRow, EmailMessage]]
+    ) -> list[tuple[list[OutboxRow], list[EmailMessage]]]:
+        """The provider calls of this batch: each within the provider's limits, in order."""
+        rows_by_id = {str(row.id): row for row, _ in messages}
+        chunks = split_batches([message for _, message in messages], self._provider.limits)
+        return [([rows_by_id[m.notification_id] for m in chunk], chunk) for chunk in chunks]
+
+    def _halt_reason(self) -> str:
+        return self._health.halt.reason if self._health.halt else "provider halted"
+
+    async def _call_or_hold(
+        self, rows: list[OutboxRow], messages: list[EmailMessage]
+    ) -> tuple[list[RecordedOutcome], _SettleRest | None]:
+        """One provider call's outcomes, and how to settle the rest of the batch if it stops.
+
+        A halt that another consumer's call set meanwhile holds these rows
+        without a call, like a halt found at the start of a batch.
+        """
         halted_for = self._health.halted_for()
         if halted_for > 0:
-            reason = self._health.halt.reason if self._health.halt else "provider halted"
-            return [_hold(row, reason, halted_for) for row in rows]
-
-        messages, outcomes = await render_batch(
-            rows, lambda row: self._renderer.render(row, self._sender)
+            hold_rest = partial(hold, reason=self._halt_reason(), delay=halted_for)
+            return [hold_rest(row) for row in rows], hold_rest
+        await self._rate_limiter.acquire(len(messages))
+        results = await self._provider.send_batch(messages)
+        if len(results) != len(messages):  # a provider bug; never guess which is which
+            results = [SendResult.retry("provider returned a wrong result count")] * len(messages)
+        answered_at = datetime.now(UTC)
+        self._count_call(results)
+        # One call is one strike and one pause, however many messages it carried
+        # (tests/delivery/test_consumer_decisions.py::
+        # test_one_401_on_a_batch_of_several_calls_is_one_call_and_one_strike,
+        # ::test_retry_after_pauses_the_rate_limiter_once_per_call).
+        halt = next((r for r in results if r.outcome is Outcome.HALT), None)
+        pause = self._health.provider_halted(describe(halt), halt.retry_after) if halt else 0.0
+        retry_after = max(
+            (r.retry_after for r in results if r.outcome is Outcome.RETRY and r.retry_after),
+            default=None,
         )
-        async with anyio.create_task_group() as renewal:
-            renewal.start_soon(self._renew_lease, [row.id for row in rows], token)
-            outcomes += await self._send(messages)
-            renewal.cancel_scope.cancel()
-        return outcomes
-
-    async def _send(self, messages: list[tuple[OutboxRow, EmailMessage]]) -> list[RecordedOutcome]:
-        rows_by_id = {str(row.id): row for row, _ in messages}
-        outcomes: list[RecordedOutcome] = []
-        for chunk in split_batches([message for _, message in messages], self._provider.limits):
-            await self._rate_limiter.acquire(len(chunk))
-            results = await self._provider.send_batch(chunk)
-            if len(results) != len(chunk):  # a provider bug; never guess which is which
-                results = [SendResult.retry("provider returned a wrong result count")] * len(chunk)
-            self._count_call(results)
-            answered_at = datetime.now(UTC)
-            for message, result in zip(chunk, results, strict=True):
-                row = rows_by_id[message.notification_id]
-                outcomes.append(self._outcome(row, result, answered_at))
-        return outcomes
+        if retry_after is not None:
+            self._rate_limiter.pause_for(retry_after)
+        outcomes = [
+            self._outcome(row, result, answered_at, pause)
+            for row, result in zip(rows, results, strict=True)
+        ]
+        if halt is not None:
+            return outcomes, partial(hold, reason=describe(halt), delay=pause)
+        if all(result.outcome is Outcome.RETRY for result in results):
+            return outcomes, partial(self._retry, result=results[0])
+        return outcomes, None
 
     def _count_call(self, results: list[SendResult]) -> None:
-        # Counted per outcome, not per message: one call carries up to BATCH_SIZE.
+        # Counted per outcome, not per message: one call carries many.
         provider = self._provider.name
         by_outcome = Counter(result.outcome for result in results)
         call_outcome = next(iter(by_outcome)).value if len(by_outcome) == 1 else "mixed"
@@ -142,47 +203,62 @@ class Deliverer:
             self._health.provider_accepted()
 
     def _outcome(
-        self, row: OutboxRow, result: SendResult, answered_at: datetime
+        self, row: OutboxRow, result: SendResult, answered_at: datetime, halt_pause: float
     ) -> RecordedOutcome:
-        if result.outcome is Outcome.ACCEPTED:
-            if row.created_at is not None:
-                latency = (answered_at - row.created_at).total_seconds()
-                self._metrics.delivery_latency.observe(max(0.0, latency))
-            return RecordedOutcome(row.id, "sent", provider_message_id=result.provider_message_id)
-        reason = _describe(result)
         match result.outcome:
+            case Outcome.ACCEPTED:
+                if row.created_at is not None:
+                    latency = (answered_at - row.created_at).total_seconds()
+                    self._metrics.delivery_latency.observe(max(0.0, latency))
+                return RecordedOutcome(
+                    row.id, "sent", provider_message_id=result.provider_message_id
+                )
             case Outcome.REJECTED:
-                return _dead(row, f"rejected: {reason}")
+                return dead(row, f"rejected: {describe(result)}")
             case Outcome.HALT:
-                pause = self._health.provider_halted(reason, result.retry_after)
-                return _hold(row, reason, pause)
+                return hold(row, describe(result), halt_pause)
             case Outcome.RETRY:
-                if result.retry_after is not None:
-                    self._rate_limiter.pause_for(result.retry_after)
-                if row.attempts >= self._policy.max_attempts:
-                    return _dead(row, f"gave up after {row.attempts} attempts: {reason}")
-                delay = result.retry_after
-                if delay is None:
-                    delay = self._policy.backoff.delay(row.attempts)
-                return RecordedOutcome(row.id, "pending", error=reason, delay=delay)
+                return self._retry(row, result)
 
-    async def _renew_lease(self, ids: list[UUID], token: UUID) -> None:
+    def _retry(self, row: OutboxRow, result: SendResult) -> RecordedOutcome:
+        reason = describe(result)
+        if row.attempts >= self._policy.max_attempts:
+            return dead(row, f"gave up after {row.attempts} attempts: {reason}")
+        delay = result.retry_after
+        if delay is None:
+            delay = self._backoff.delay(row.attempts)
+        return RecordedOutcome(row.id, "pending", error=reason, delay=delay)
+
+    async def _renew_lease(self, lease: _Lease) -> None:
         # Renewing at a third of the lease leaves two chances before it lapses.
+        # Only rows not recorded yet are renewed, and only they can be lost
+        # (tests/delivery/test_consumer_decisions.py::
+        # test_the_lease_is_renewed_for_unrecorded_rows_only).
         interval = self._policy.lease_seconds / 3
         while True:
             await anyio.sleep(interval)
+            ids = list(lease.unrecorded)
+            if not ids:
+                continue
             try:
-                held = await self._repository.renew_lease(ids, token, self._policy.lease_seconds)
+                held = await self._store.renew_lease(ids, lease.token, self._policy.lease_seconds)
             except Unavailable:
                 logger.warning("cannot renew lease for %d notifications", len(ids))
                 continue
-            if len(held) < len(ids):
-                logger.warning("lost the lease on %d notifications", len(ids) - len(held))
+            # A row recorded while the renewal was on its way is not lost.
+            lost = [i for i in ids if i not in held and i in lease.unrecorded]
+            if lost:
+                logger.warning("lost the lease on %d notifications", len(lost))
 
-    async def _record(self, token: UUID, outcomes: list[RecordedOutcome]) -> None:
+    async def _record(self, lease: _Lease, outcomes: list[RecordedOutcome]) -> None:
+        if not outcomes:
+            return
+        # Settled before the write: the renewal stops asking for these rows, and
+        # if the write fails they are left to their lease (RELIABILITY.md, case 2).
+        lease.settle(outcomes)
         with anyio.CancelScope(shield=True), anyio.move_on_after(_RECORD_TIMEOUT_SECONDS):
             try:
-                written = await self._repository.record_outcomes(token, outcomes)
+                written = await self._store.record_outcomes(lease.token, outcomes)
             except Unavailable:
                 logger.warning(
                     "database unavailable: %d results not recorded; the rows are retried "
@@ -217,114 +293,3 @@ def _log_outcomes(rows: list[OutboxRow], outcomes: list[RecordedOutcome]) -> Non
                 "errors": sorted({o.error for o in group if o.error}),
             },
         )
-
-
-def _describe(result: SendResult) -> str:
-    reason = result.reason or result.outcome.value
-    return f"{result.code}: {reason}" if result.code else reason
-
-
-async def render_batch(
-    rows: Sequence[OutboxRow], render: Callable[[OutboxRow], EmailMessage]
-) -> tuple[list[tuple[OutboxRow, EmailMessage]], list[RecordedOutcome]]:
-    """Each row with its message; a row that cannot be rendered is dead.
-
-    Yields to the event loop every ``_RENDER_SLICE`` messages: requests in
-    flight are not held up behind a whole batch.
-    """
-    messages: list[tuple[OutboxRow, EmailMessage]] = []
-    dead: list[RecordedOutcome] = []
-    for index, row in enumerate(rows):
-        if index and index % _RENDER_SLICE == 0:
-            await checkpoint()
-        try:
-            messages.append((row, render(row)))
-        except Exception as exc:  # bad data must not stop the batch
-            logger.exception("cannot render notification %s", row.id)
-            dead.append(_dead(row, f"cannot render: {exc!r}"))
-    return messages, dead
-
-
-def _dead(row: OutboxRow, error: str) -> RecordedOutcome:
-    return RecordedOutcome(row.id, "dead", error=error)
-
-
-def _hold(row: OutboxRow, reason: str, delay: float) -> RecordedOutcome:
-    # Account-level problems are not the row's fault: the attempt is refunded.
-    return RecordedOutcome(row.id, "pending", error=f"halted: {reason}", delay=delay, refund=1)
-
-
-def _release(row: OutboxRow, reason: str) -> RecordedOutcome:
-    return RecordedOutcome(row.id, "pending", error=reason, delay=0.0)
-
-
-async def receive_batch(receiver: QueueReceiver, batch_size: int, linger: float) -> list[UUID]:
-    """Wait for one id, take what is already waiting, then gather more for ``linger`` s.
-
-    Consumers take turns: one forms its batch while the others wait for it.
-    Returns an empty list when the stream has ended (shutdown).
-    """
-    async with receiver.turn:
-        return await _gather_batch(receiver, batch_size, linger)
-
-
-async def _gather_batch(receiver: QueueReceiver, batch_size: int, linger: float) -> list[UUID]:
-    try:
-        batch = [await receiver.receive()]
-    except anyio.EndOfStream:
-        return []
-    # A backlog fills the batch at once; lingering is only for a trickle.
-    while len(batch) < batch_size:
-        try:
-            batch.append(receiver.receive_nowait())
-        except (anyio.WouldBlock, anyio.EndOfStream):
-            break
-    if len(batch) == batch_size:
-        return batch
-    with anyio.move_on_after(linger):
-        while len(batch) < batch_size:
-            try:
-                batch.append(await receiver.receive())
-            except anyio.EndOfStream:
-                break
-    return batch
-
-
-class BatchDeliverer(Protocol):
-    async def deliver(self, ids: Sequence[UUID]) -> None: ...
-
-
-async def run_consumer(
-    receiver: QueueReceiver,
-    deliverer: BatchDeliverer,
-    *,
-    batch_size: int,
-    linger: float,
-    pressure: RequestPressure,
-    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Deliver batches until the stream ends; per-batch errors are contained."""
-    # Capped low: nothing wakes these sleeps when the database returns, so the
-    # cap bounds how long delivery lags behind a recovered database.
-    outage_backoff = Backoff(base=0.5, cap=_OUTAGE_BACKOFF_CAP_SECONDS)
-    consecutive_outages = 0
-    async with receiver:
-        task_status.started()
-        while True:
-            # Before taking ids off the stream, so that deferred ids stay
-            # where the sweeper knows they are queued.
-            await pressure.wait_until_calm()
-            batch = await receive_batch(receiver, batch_size, linger)
-            if not batch:
-                return
-            try:
-                await deliverer.deliver(batch)
-                consecutive_outages = 0
-            except Unavailable:
-                # The rows stay pending in the outbox; the sweeper re-offers
-                # them. Waiting here keeps an outage from becoming a hot loop.
-                consecutive_outages += 1
-                logger.warning("database unavailable; consumer backs off")
-                await anyio.sleep(outage_backoff.delay(consecutive_outages))
-            except Exception:
-                logger.exception("batch of %d notifications failed", len(batch))

@@ -11,7 +11,8 @@ from typing import Generic, TypeVar
 
 import anyio
 
-from service.repository import OutboxCounts, Repository
+from service.delivery.ports import OutboxCountsSource
+from service.repository import OutboxCounts
 
 T = TypeVar("T")
 
@@ -36,9 +37,9 @@ class TimedCache(Generic[T]):
 class OutboxStats:
     """The outbox counts, shared by every reader of one process."""
 
-    def __init__(self, repository: Repository, ttl: float) -> None:
-        self._repository = repository
+    def __init__(self, source: OutboxCountsSource, ttl: float) -> None:
+        self._source = source
         self._cache = TimedCache[OutboxCounts](ttl)
 
     async def current(self) -> OutboxCounts:
-        return await self._cache.get(self._repository.outbox_counts)
+        return await self._cache.get(self._source.outbox_counts)

@@ -3,13 +3,12 @@
 Requests and delivery share one event loop, one CPU and one connection pool.
 While more requests are in flight than the pool has connections (and have
 been for ``SUSTAINED_SECONDS``), requests are queueing for the database, and
-each delivery batch (a claim, the rendering, a recording write) makes that
-queue longer: measured, delivery running beside a saturating load cost the
-API about 0.12x of the bare baseline's throughput (docs/BENCHMARKS.md,
-findings 4 and 11). So a consumer waits for the requests to drain before it
-takes its next batch, but never longer than ``max_defer``: under a sustained
+each delivery batch (a claim, the rendering, the recording writes) makes that
+queue longer. So a consumer waits for the requests to drain before it takes
+its next batch, but never longer than ``max_defer``: under a sustained
 overload e-mails still go out (a batch per consumer per ``max_defer``), and
-the outbox holds the rest until the load passes.
+the outbox holds the rest until the load passes
+(tests/delivery/test_pressure.py::test_a_consumer_leaves_ids_queued_while_requests_saturate_the_pool).
 """
 
 from __future__ import annotations
@@ -19,10 +18,10 @@ from collections.abc import Callable
 
 import anyio
 
-# Saturation counts once it has lasted this long: an open-loop load well below
-# capacity still has moments with more requests in flight than connections,
-# and deferring delivery (or sending a request's ids to the sweeper) for those
-# costs e-mails seconds of latency for nothing (docs/BENCHMARKS.md, finding 20).
+# Saturation counts once it has lasted this long: a load below capacity still
+# has moments with more requests in flight than connections, and those must
+# not defer delivery
+# (tests/delivery/test_pressure.py::test_a_moment_over_the_pool_size_is_not_saturation).
 SUSTAINED_SECONDS = 0.1
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from service.settings import HaltPolicy
+
 logger = logging.getLogger(__name__)
 
 
@@ -21,10 +23,11 @@ class ProviderHalt:
 
 @dataclass
 class Health:
+    """One process's health: background tasks that died, and the provider's halt."""
+
     failed_tasks: dict[str, str] = field(default_factory=dict)
     halt: ProviderHalt | None = None
-    halt_base_seconds: float = 5.0
-    halt_max_seconds: float = 300.0
+    halt_policy: HaltPolicy = field(default_factory=HaltPolicy)
 
     def task_failed(self, name: str, reason: str) -> None:
         self.failed_tasks[name] = reason
@@ -36,9 +39,15 @@ class Health:
         return max(0.0, self.halt.until - anyio.current_time())
 
     def provider_halted(self, reason: str, retry_after: float | None = None) -> float:
-        """Record an account-level failure; returns the pause in seconds."""
+        """Record an account-level failure; returns the pause in seconds.
+
+        Call it once per provider call, not per message: the pause doubles with
+        each strike (tests/delivery/test_consumer_decisions.py::
+        test_one_401_on_a_batch_of_several_calls_is_one_call_and_one_strike).
+        """
         strikes = self.halt.strikes + 1 if self.halt else 1
-        pause = min(self.halt_max_seconds, self.halt_base_seconds * 2.0 ** (strikes - 1))
+        policy = self.halt_policy
+        pause = min(policy.max_seconds, policy.base_seconds * 2.0 ** (strikes - 1))
         if retry_after is not None:
             pause = max(pause, retry_after)
         self.halt = ProviderHalt(reason=reason, until=anyio.current_time() + pause, strikes=strikes)

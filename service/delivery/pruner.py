@@ -3,43 +3,37 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 import anyio
 from anyio.abc import TaskStatus
 
+from service.delivery.ports import PruneTarget
 from service.errors import Unavailable
-from service.repository import Repository
+from service.settings import RetentionPolicy
 
 logger = logging.getLogger(__name__)
 
 
 class Pruner:
-    def __init__(
-        self,
-        repository: Repository,
-        *,
-        sent_retention: timedelta,
-        dead_retention: timedelta,
-        batch_size: int,
-        interval: float,
-    ) -> None:
-        self._repository = repository
-        self._policies = (("sent", sent_retention), ("dead", dead_retention))
-        self._batch_size = batch_size
-        self._interval = interval
+    """Deletes finished rows past their retention, and expired idempotency keys."""
+
+    def __init__(self, target: PruneTarget, policy: RetentionPolicy) -> None:
+        self._target = target
+        self._retention = (("sent", policy.sent), ("dead", policy.dead))
+        self._batch_size = policy.batch_size
+        self._interval = policy.interval
 
     async def prune_once(self) -> int:
         """Delete every expired row, one small batch at a time."""
         total = 0
-        for status, age in self._policies:
+        for status, age in self._retention:
             while True:
-                deleted = await self._repository.prune_finished(status, age, self._batch_size)
+                deleted = await self._target.prune_finished(status, age, self._batch_size)
                 total += deleted
                 if deleted < self._batch_size:
                     break
                 await anyio.lowlevel.checkpoint()  # let requests in between batches
-        while (expired := await self._repository.prune_idempotency_keys(self._batch_size)) > 0:
+        while (expired := await self._target.prune_idempotency_keys(self._batch_size)) > 0:
             total += expired
             if expired < self._batch_size:
                 break

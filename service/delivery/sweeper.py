@@ -18,12 +18,14 @@ import anyio
 from anyio.abc import TaskStatus
 
 from service.delivery.backoff import Backoff
+from service.delivery.ports import SweepSource
 from service.delivery.queue import NotificationQueue
 from service.delivery.wakeup import WakeUp
 from service.errors import Unavailable
 from service.metrics import Metrics
-from service.repository import Repository, SweepCursor
+from service.repository import SweepCursor
 from service.repository.outbox import SWEEP_START
+from service.settings import SweepPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -31,20 +33,20 @@ _PageFetcher = Callable[[SweepCursor, int], Awaitable[list[tuple[UUID, SweepCurs
 
 
 class Sweeper:
+    """Offers due pending rows and expired leases to the consumers' stream."""
+
     def __init__(
         self,
-        repository: Repository,
+        source: SweepSource,
+        policy: SweepPolicy,
         *,
-        page_size: int,
-        interval: float,
-        grace: float,
         metrics: Metrics,
         wake: WakeUp | None = None,
     ) -> None:
-        self._repository = repository
-        self._page_size = page_size
-        self._interval = interval
-        self._grace = grace
+        self._source = source
+        self._page_size = policy.page_size
+        self._interval = policy.interval
+        self._grace = policy.grace
         self._wake = wake or WakeUp()
         self._metrics = metrics
 
@@ -58,10 +60,8 @@ class Sweeper:
         that replica's stream, not in ours.
         """
         grace = self._grace if grace is None else grace
-        expired = await self._offer_all(queue, self._repository.expired_leases, "expired_lease")
-        due = await self._offer_all(
-            queue, partial(self._repository.due_pending, grace), "due_pending"
-        )
+        expired = await self._offer_all(queue, self._source.expired_leases, "expired_lease")
+        due = await self._offer_all(queue, partial(self._source.due_pending, grace), "due_pending")
         return expired + due
 
     async def _offer_all(self, queue: NotificationQueue, fetch: _PageFetcher, kind: str) -> int:

@@ -18,8 +18,8 @@ import asyncpg
 from anyio.abc import TaskStatus
 
 from service.delivery.backoff import Backoff
+from service.delivery.ports import NotifySender
 from service.errors import Unavailable
-from service.repository import Repository
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class BacklogBroadcaster:
     it, so the last overflow of a burst is never left unannounced.
     """
 
-    def __init__(self, repository: Repository, instance_id: str, min_interval: float) -> None:
+    def __init__(self, repository: NotifySender, instance_id: str, min_interval: float) -> None:
         self._repository = repository
         self._instance_id = instance_id
         self._min_interval = min_interval

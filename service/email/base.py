@@ -5,7 +5,9 @@ A provider turns a batch of rendered ``EmailMessage`` objects into one
 provider-side failure: transport errors, 5xx and 429 become ``RETRY``,
 a message the provider refuses becomes ``REJECTED``, and account-level
 problems (bad token, unverified sender, quota) become ``HALT``. A failure of
-the whole request applies to every message in it.
+the whole request applies to every message in it. One ``send_batch`` is one
+provider call (Mailpit, which has no batch endpoint, posts each message of it
+concurrently); splitting a batch to fit ``limits`` is the caller's job.
 """
 
 from __future__ import annotations
@@ -86,11 +88,10 @@ class SendResult:
 
 @dataclass(frozen=True, slots=True)
 class BatchLimits:
-    """What one provider call may carry; larger batches are split, never rejected."""
+    """What one provider call may carry; the consumer splits larger batches to fit."""
 
     max_messages: int = 500
     max_bytes: int | None = None
-    max_recipients_per_message: int = 50
 
 
 class EmailProvider(Protocol):
@@ -100,5 +101,8 @@ class EmailProvider(Protocol):
     limits: BatchLimits
 
     async def send_batch(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
-        """Send ``messages``; return one result per message, in order."""
+        """Send ``messages`` in one provider call; return one result per message, in order.
+
+        ``messages`` are within ``limits``: the caller splits, never the provider.
+        """
         ...

@@ -1,14 +1,16 @@
-"""Split a batch of messages so that each provider call stays within its limits."""
+"""Split a batch of messages so that each provider call stays within its limits.
+
+The consumer is the one place that splits (service/delivery/consumer.py); a
+provider's ``send_batch`` sends what it is given in one call.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import orjson
 
-from service.email.base import BatchLimits, EmailMessage, Outcome, SendResult
-
-SendChunk = Callable[[Sequence[EmailMessage]], Awaitable[list[SendResult]]]
+from service.email.base import BatchLimits, EmailMessage
 
 # Room for the JSON list's brackets and commas and the provider's own fields
 # (message stream, wrapping objects), so that the estimate errs on the large side.
@@ -60,8 +62,10 @@ def split_batches(
     too large is the provider's call to make, and it must not hold others back.
     """
     max_messages = max(1, limits.max_messages)
-    # Encoding every message to measure it costs more than rendering the text
-    # part; most batches are far below the byte limit even at the worst case.
+    # Messages are measured only when their cheap upper bound could pass the
+    # byte limit; the bound never undercounts
+    # (tests/email/test_batching.py::test_the_size_bound_is_never_below_the_estimate,
+    # ::test_a_batch_far_below_the_byte_limit_splits_by_count_only).
     measure = limits.max_bytes is not None and (
         sum(size_bound(message) for message in messages) > limits.max_bytes
     )
@@ -80,34 +84,3 @@ def split_batches(
     if current:
         batches.append(current)
     return batches
-
-
-def _stops_the_rest(results: Sequence[SendResult]) -> SendResult | None:
-    """The result to give unsent chunks when this chunk failed as a whole."""
-    for result in results:
-        if result.outcome is Outcome.HALT:
-            return result
-    if results and all(r.outcome is Outcome.RETRY for r in results):
-        return results[0]
-    return None
-
-
-async def send_in_chunks(
-    messages: Sequence[EmailMessage], limits: BatchLimits, send_chunk: SendChunk
-) -> list[SendResult]:
-    """Send ``messages`` chunk by chunk with ``send_chunk``; one result per message.
-
-    Once a chunk fails as a whole (an account problem, a rate limit, an outage)
-    the later chunks are not sent: they would fail the same way, and hammering a
-    provider that asked us to wait only lengthens the wait.
-    """
-    results: list[SendResult] = []
-    stop: SendResult | None = None
-    for chunk in split_batches(messages, limits):
-        if stop is not None:
-            results.extend([stop] * len(chunk))
-            continue
-        chunk_results = await send_chunk(chunk)
-        results.extend(chunk_results)
-        stop = _stops_the_rest(chunk_results)
-    return results

@@ -19,7 +19,6 @@ import httpx
 import orjson
 
 from service.email.base import BatchLimits, EmailMessage, SendResult, mailbox, sender_mailbox
-from service.email.batching import send_in_chunks
 from service.email.ratelimit import parse_retry_after
 
 DEFAULT_BASE_URL = "https://api.postmarkapp.com"
@@ -116,9 +115,7 @@ class PostmarkProvider:
     """Sends through Postmark's batch endpoint with a server token."""
 
     name: str = "postmark"
-    limits: BatchLimits = BatchLimits(
-        max_messages=500, max_bytes=50 * 1024 * 1024, max_recipients_per_message=50
-    )
+    limits: BatchLimits = BatchLimits(max_messages=500, max_bytes=50 * 1024 * 1024)
 
     def __init__(self, client: httpx.AsyncClient, base_url: str, token: str) -> None:
         self._client = client
@@ -132,9 +129,6 @@ class PostmarkProvider:
     async def send_batch(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
         if not messages:
             return []
-        return await send_in_chunks(messages, self.limits, self._send_chunk)
-
-    async def _send_chunk(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
         body = orjson.dumps([_payload(message) for message in messages])
         try:
             response = await self._client.post(self._url, content=body, headers=self._headers)

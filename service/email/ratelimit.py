@@ -25,7 +25,7 @@ _TOLERANCE = 1e-9
 class RateLimiter:
     """Token bucket: ``rate`` tokens per second, up to ``burst`` saved up.
 
-    ``rate=None`` means no limit of our own; ``pause_until`` still applies.
+    ``rate=None`` means no limit of our own; ``pause_for`` still applies.
     ``burst`` defaults to one second's worth of tokens (at least one).
     """
 
@@ -53,22 +53,15 @@ class RateLimiter:
         # starved by a stream of small ones.
         self._lock = anyio.Lock()
 
-    @property
-    def rate(self) -> float | None:
-        return self._rate
-
-    def pause_until(self, deadline: float) -> None:
-        """Make no call before ``deadline`` (same clock as ``clock``)."""
-        # Keep the later deadline: an earlier hint must not cut a longer pause short.
-        self._paused_until = max(self._paused_until, deadline)
-
     def paused_for(self) -> float:
         """Seconds until calls may go out again after a provider's pause; 0 when none."""
         return max(0.0, self._paused_until - self._clock())
 
     def pause_for(self, seconds: float) -> None:
         """Make no call for ``seconds`` from now."""
-        self.pause_until(self._clock() + seconds)
+        # Keep the later deadline: a shorter hint must not cut a longer pause short
+        # (tests/email/test_ratelimit.py::test_earlier_pause_does_not_shorten_a_later_one).
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
 
     async def acquire(self, n: int = 1) -> None:
         """Wait until ``n`` tokens are available and take them.

@@ -21,7 +21,6 @@ import httpx
 import orjson
 
 from service.email.base import BatchLimits, EmailMessage, SendResult, sender_mailbox
-from service.email.batching import send_in_chunks
 from service.email.ratelimit import parse_retry_after
 
 DEFAULT_BASE_URL = "https://api.resend.com"
@@ -140,7 +139,7 @@ class ResendProvider:
     """Sends through Resend's batch endpoint with an API key."""
 
     name: str = "resend"
-    limits: BatchLimits = BatchLimits(max_messages=100, max_recipients_per_message=50)
+    limits: BatchLimits = BatchLimits(max_messages=100)
 
     def __init__(self, client: httpx.AsyncClient, base_url: str, token: str) -> None:
         self._client = client
@@ -158,11 +157,11 @@ class ResendProvider:
         # Resend compares a reused key's payload byte for byte: the same ids
         # must give the same body, so send them in a canonical order.
         order = sorted(range(len(messages)), key=lambda i: messages[i].notification_id)
-        sent = await send_in_chunks([messages[i] for i in order], self.limits, self._send_chunk)
+        sent = await self._send([messages[i] for i in order])
         results = dict(zip(order, sent, strict=True))
         return [results[index] for index in range(len(messages))]
 
-    async def _send_chunk(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
+    async def _send(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
         body = orjson.dumps([_payload(message) for message in messages])
         headers = {
             **self._headers,

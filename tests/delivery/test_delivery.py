@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections import Counter
 from typing import Any
 
 import anyio
 import asyncpg
 import httpx
+import pytest
 import respx
 from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
 from service.database import create_pool
+from service.email.base import BatchLimits
+from service.email.postmark import PostmarkProvider
 from service.models import TaskUpdate
 from service.repository import Repository
 from service.settings import Settings
@@ -184,3 +189,59 @@ async def test_an_account_problem_pauses_sending_and_it_resumes_by_itself(
     assert [r["outcome"] for r in history] == ["halted", "halted", "sent"]
     # Halts are not the message's fault: they used up no attempts.
     assert await db.fetchval("SELECT attempts FROM notifications") == 1
+
+
+async def _watch_readyz(client: httpx.AsyncClient, pauses: list[float], stop: anyio.Event) -> None:
+    while not stop.is_set():
+        provider = (await client.get("/readyz")).json()["provider"]
+        pauses.append(provider.get("retry_in_seconds", 0.0))
+        await anyio.sleep(0.01)
+
+
+class _Timed(FailFirst):
+    """``FailFirst`` that notes when each call arrived."""
+
+    def __init__(self, failures: list[httpx.Response]) -> None:
+        super().__init__(failures)
+        self.times: list[float] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.times.append(anyio.current_time())
+        return super().__call__(request)
+
+
+async def test_one_401_on_a_split_batch_pauses_for_the_base_and_then_sends_everything(
+    db_url: str, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A provider limit below the batch: the consumer splits 12 e-mails into calls of 5.
+    monkeypatch.setattr(PostmarkProvider, "limits", BatchLimits(max_messages=5))
+    halt_base = 0.3
+    settings = make_settings(db_url, halt_base_seconds=halt_base)  # HALT_MAX_SECONDS 300
+    bad_token = httpx.Response(401, json={"ErrorCode": 10, "Message": "Bad or missing token"})
+    answers = _Timed([bad_token])
+    pauses: list[float] = []
+    with respx.mock(base_url=POSTMARK_URL) as provider:
+        route = provider.post("/email/batch").mock(side_effect=answers)
+        async with app_client(settings) as client:
+            users = [await create_user(client, f"u{n}@example.com", f"U {n}") for n in range(12)]
+            tasks = [await create_task(client, f"Task {n}") for n in range(12)]
+            body = [{"task_id": t, "assignee_id": u} for t, u in zip(tasks, users, strict=True)]
+            stop = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_watch_readyz, client, pauses, stop)
+                response = await client.post("/update-tasks", json=body)
+                assert response.status_code == 200, response.text
+                await wait_for_statuses(db, {"sent": 12}, within=halt_base + 3)
+                stop.set()
+    calls = [json.loads(call.request.content) for call in route.calls]
+    statuses = [call.response.status_code for call in route.calls]
+    # The 401 stopped its batch after one call: nothing more went out during the
+    # pause, which was the base (one strike), and then all 12 went out once each.
+    assert statuses[0] == 401
+    assert statuses.count(401) == 1
+    assert len(calls[0]) == 5
+    assert max(len(call) for call in calls) <= 5
+    assert answers.times[1] - answers.times[0] >= halt_base
+    assert 0 < max(pauses) <= halt_base
+    sent = Counter(m["Headers"][0]["Value"] for call in calls[1:] for m in call)
+    assert sorted(sent.values()) == [1] * 12

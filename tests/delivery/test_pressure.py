@@ -9,7 +9,7 @@ from typing import cast
 import anyio
 import httpx
 
-from service.delivery.consumer import run_consumer
+from service.delivery.consumer_pool import run_consumer
 from service.delivery.handoff import Handoff
 from service.delivery.pressure import SUSTAINED_SECONDS, RequestPressure
 from service.delivery.queue import MemoryStreamQueue

@@ -9,7 +9,7 @@ import asyncpg
 from service.database import create_pool
 from service.delivery.pruner import Pruner
 from service.repository import Repository
-from service.settings import Settings
+from service.settings import RetentionPolicy, Settings
 from tests.support.settings import settings_from
 
 
@@ -41,10 +41,10 @@ async def test_only_rows_finished_before_their_retention_are_pruned(
     try:
         pruner = Pruner(
             Repository(pool),
-            sent_retention=timedelta(days=7),
-            dead_retention=timedelta(days=30),
-            batch_size=2,  # smaller than the backlog: several batches
-            interval=60,
+            # batch_size smaller than the backlog: several batches
+            RetentionPolicy(
+                sent=timedelta(days=7), dead=timedelta(days=30), batch_size=2, interval=60
+            ),
         )
         assert await pruner.prune_once() == 4
         assert await pruner.prune_once() == 0

@@ -6,7 +6,7 @@ import uuid
 
 import anyio
 
-from service.delivery.consumer import receive_batch
+from service.delivery.consumer_pool import receive_batch
 from service.delivery.queue import MemoryStreamQueue, QueueReceiver
 
 

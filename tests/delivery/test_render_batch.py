@@ -7,7 +7,7 @@ import uuid
 import anyio
 import anyio.lowlevel
 
-from service.delivery.consumer import render_batch
+from service.delivery.outcomes import render_batch
 from service.email.base import EmailMessage
 from service.email.render import parse_address
 from service.models import OutboxRow

@@ -9,7 +9,7 @@ from service.delivery.queue import MemoryStreamQueue
 from service.delivery.sweeper import Sweeper
 from service.metrics import Metrics
 from service.repository import Repository
-from service.settings import Settings
+from service.settings import Settings, SweepPolicy
 
 
 async def test_rows_still_queued_are_not_offered_again(
@@ -26,7 +26,9 @@ async def test_rows_still_queued_are_not_offered_again(
     pool = await create_pool(settings)
     queue = MemoryStreamQueue(capacity=100, send_timeout=0)
     try:
-        sweeper = Sweeper(Repository(pool), page_size=2, interval=60, grace=0, metrics=Metrics())
+        sweeper = Sweeper(
+            Repository(pool), SweepPolicy(page_size=2, interval=60, grace=0), metrics=Metrics()
+        )
         # No consumer runs: as if every consumer were stuck behind a slow provider.
         assert await sweeper.sweep_once(queue) == 5
         assert await sweeper.sweep_once(queue) == 0
@@ -63,7 +65,7 @@ async def test_one_pass_recovers_every_expired_lease_and_retries_skip_the_grace(
     queue = MemoryStreamQueue(capacity=100, send_timeout=0)
     try:
         sweeper = Sweeper(
-            Repository(pool), page_size=10, interval=60, grace=3600, metrics=Metrics()
+            Repository(pool), SweepPolicy(page_size=10, interval=60, grace=3600), metrics=Metrics()
         )
         assert await sweeper.sweep_once(queue) == 26
     finally:

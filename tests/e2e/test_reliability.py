@@ -250,6 +250,95 @@ async def test_three_replicas_deliver_everything_when_one_is_killed_mid_run(
     )
 
 
+# --- 2b. a kill -9 mid-batch re-sends at most one provider call per consumer ------
+
+# Postmark takes 500 messages a call: a batch of 600 goes out in two calls.
+_POSTMARK_MAX_MESSAGES = 500
+_SPLIT_BATCH_SIZE = 600
+_SPLIT_NOTIFICATIONS = 2 * _SPLIT_BATCH_SIZE
+_SPLIT_CONCURRENCY = 2
+_SPLIT_PROVIDER_DELAY = 0.3
+
+
+async def _insert_pending(db: asyncpg.Connection, count: int) -> list[str]:
+    """``count`` pending notifications, as if written by requests to a process that died."""
+    user = await db.fetchval(
+        "INSERT INTO users (email, name) VALUES ('split@example.com', 'Split') RETURNING id"
+    )
+    rows = await db.fetch(
+        """
+        INSERT INTO notifications (recipient_id, recipient_email, recipient_name, tasks)
+        SELECT $1, 'split@example.com', 'Split',
+               '[{"id": 1, "title": "Split", "status": "open", "due_at": null}]'
+        FROM generate_series(1, $2)
+        RETURNING id::text
+        """,
+        user,
+        count,
+    )
+    return [row["id"] for row in rows]
+
+
+def _answered_and_in_flight(calls: list[Call]) -> bool:
+    """Calls were answered (and recorded) and later calls are at the provider."""
+    answered = sum(call.status is not None for call in calls)
+    return answered >= _SPLIT_CONCURRENCY and any(call.status is None for call in calls)
+
+
+async def test_a_kill_mid_batch_resends_at_most_one_provider_call_per_consumer(
+    db_url: str, db: asyncpg.Connection, provider: FakeProvider, tmp_path: Path
+) -> None:
+    ids = await _insert_pending(db, _SPLIT_NOTIFICATIONS)
+    provider.set_delay(_SPLIT_PROVIDER_DELAY)
+    env = _service_env(
+        db_url,
+        provider.url,
+        BATCH_SIZE=str(_SPLIT_BATCH_SIZE),
+        WORKER_CONCURRENCY=str(_SPLIT_CONCURRENCY),
+        LEASE_SECONDS="2",
+    )
+    async with ServiceProcess(env, workdir=tmp_path / "first") as first:
+        await provider.wait_for_calls_async(_answered_and_in_flight, "calls answered and in flight")
+        # Hold what is at the provider, so the process surely dies with it in flight.
+        provider.set_delay(math.inf)
+        assert await first.kill() == -signal.SIGKILL
+        in_flight = provider.in_flight()
+    recorded_at_kill = await db.fetchval("SELECT count(*) FROM notifications WHERE status = 'sent'")
+    orphaned = {i for call in in_flight for i in call.notification_ids}
+    # Released, the provider accepts them all the same: they were never recorded.
+    provider.set_delay(0)
+
+    async with ServiceProcess(env, workdir=tmp_path / "second") as second:
+        await _wait_for_outbox(db, {"sent": _SPLIT_NOTIFICATIONS}, within=30)
+        assert await second.terminate() == 0, second.log_tail()
+
+    copies = Counter(provider.notification_ids())
+    assert set(copies) == set(ids), provider.summary()
+    duplicated = {notification_id for notification_id, n in copies.items() if n > 1}
+    extra = sum(n - 1 for n in copies.values())
+    bound = min(_SPLIT_BATCH_SIZE, _POSTMARK_MAX_MESSAGES) * _SPLIT_CONCURRENCY
+    assert max(len(call.notification_ids) for call in provider.calls) <= _POSTMARK_MAX_MESSAGES
+    # Calls answered before the kill were recorded: only the calls at the
+    # provider (and at most a call answered but not yet recorded) go out again.
+    assert recorded_at_kill > 0
+    assert orphaned <= duplicated, (len(orphaned), len(duplicated))
+    assert max(copies.values()) <= 2, copies.most_common(3)
+    assert extra <= bound, (extra, bound)
+    _report(
+        "kill_mid_split_batch",
+        notifications=len(copies),
+        batch_size=_SPLIT_BATCH_SIZE,
+        provider_max_messages=_POSTMARK_MAX_MESSAGES,
+        worker_concurrency=_SPLIT_CONCURRENCY,
+        calls_in_flight=len(in_flight),
+        orphaned_in_flight=len(orphaned),
+        recorded_at_kill=recorded_at_kill,
+        duplicates=extra,
+        bound=bound,
+        bound_before_per_call_recording=_SPLIT_BATCH_SIZE * _SPLIT_CONCURRENCY,
+    )
+
+
 # --- 3. the provider answers 5xx for a while, then recovers ---------------------
 
 _OUTAGE_SECONDS = 3.0

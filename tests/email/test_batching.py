@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
 
-from service.email.base import BatchLimits, EmailMessage, Outcome, SendResult
-from service.email.batching import estimate_bytes, send_in_chunks, size_bound, split_batches
+from service.email.base import BatchLimits, EmailMessage
+from service.email.batching import estimate_bytes, size_bound, split_batches
 from tests.support.messages import MessageFactory
 
 
@@ -80,62 +78,3 @@ def test_a_batch_far_below_the_byte_limit_splits_by_count_only(
     batches = split_batches(messages, BatchLimits(max_messages=4, max_bytes=10_000_000))
 
     assert _ids(batches) == [["n-0", "n-1", "n-2", "n-3"], ["n-4", "n-5"]]
-
-
-@pytest.mark.anyio
-async def test_send_in_chunks_concatenates_results_in_order(make_message: MessageFactory) -> None:
-    messages = [make_message(i) for i in range(5)]
-    calls: list[list[str]] = []
-
-    async def send(chunk: Sequence[EmailMessage]) -> list[SendResult]:
-        calls.append([m.notification_id for m in chunk])
-        return [SendResult.accepted(m.notification_id) for m in chunk]
-
-    results = await send_in_chunks(messages, BatchLimits(max_messages=2), send)
-
-    assert calls == [["n-0", "n-1"], ["n-2", "n-3"], ["n-4"]]
-    assert [r.provider_message_id for r in results] == [m.notification_id for m in messages]
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize(
-    "failure",
-    [
-        SendResult.retry("429", retry_after=3.0),
-        SendResult.halt("bad token"),
-    ],
-)
-async def test_send_in_chunks_stops_after_a_whole_chunk_fails(
-    make_message: MessageFactory, failure: SendResult
-) -> None:
-    messages = [make_message(i) for i in range(5)]
-    calls = 0
-
-    async def send(chunk: Sequence[EmailMessage]) -> list[SendResult]:
-        nonlocal calls
-        calls += 1
-        return [failure] * len(chunk)
-
-    results = await send_in_chunks(messages, BatchLimits(max_messages=2), send)
-
-    assert calls == 1
-    assert results == [failure] * 5
-
-
-@pytest.mark.anyio
-async def test_send_in_chunks_continues_after_a_partial_rejection(
-    make_message: MessageFactory,
-) -> None:
-    messages = [make_message(i) for i in range(4)]
-
-    async def send(chunk: Sequence[EmailMessage]) -> list[SendResult]:
-        return [SendResult.rejected("bad"), *[SendResult.accepted("ok")] * (len(chunk) - 1)]
-
-    results = await send_in_chunks(messages, BatchLimits(max_messages=2), send)
-
-    assert [r.outcome for r in results] == [
-        Outcome.REJECTED,
-        Outcome.ACCEPTED,
-        Outcome.REJECTED,
-        Outcome.ACCEPTED,
-    ]

@@ -205,20 +205,20 @@ async def test_wrong_url_halts(
     assert _outcomes(results) == [Outcome.HALT]
 
 
-async def test_more_than_500_messages_are_split(
+async def test_a_batch_is_sent_in_one_call_as_given(
     provider: PostmarkProvider, api: respx.MockRouter, make_message: MessageFactory
 ) -> None:
+    # Splitting to fit the limits is the consumer's job; the provider never splits.
     def answer(request: httpx.Request) -> httpx.Response:
         sent = json.loads(request.content)
         return httpx.Response(200, json=[_ok(0) for _ in sent])
 
     route = api.post("/email/batch").mock(side_effect=answer)
 
-    results = await provider.send_batch([make_message(i) for i in range(501)])
+    results = await provider.send_batch([make_message(i) for i in range(3)])
 
-    assert [len(json.loads(c.request.content)) for c in route.calls] == [500, 1]
-    assert len(results) == 501
-    assert {r.outcome for r in results} == {Outcome.ACCEPTED}
+    assert [len(json.loads(c.request.content)) for c in route.calls] == [3]
+    assert [r.outcome for r in results] == [Outcome.ACCEPTED] * 3
 
 
 async def test_empty_batch_makes_no_call(provider: PostmarkProvider, api: respx.MockRouter) -> None:
@@ -226,3 +226,32 @@ async def test_empty_batch_makes_no_call(provider: PostmarkProvider, api: respx.
 
     assert await provider.send_batch([]) == []
     assert not route.called
+
+
+@pytest.mark.parametrize(
+    ("response", "outcome"),
+    [
+        # Per-message codes: 100 maintenance is transient, 300 invalid e-mail is the message's.
+        (httpx.Response(200, json=[{"ErrorCode": 100, "Message": "maintenance"}]), Outcome.RETRY),
+        (httpx.Response(200, json=["not an object"]), Outcome.RETRY),
+        # Whole-request failures whose body is not Postmark's error object.
+        (httpx.Response(418, text="teapot"), Outcome.RETRY),
+        (httpx.Response(400, json=["a list"]), Outcome.RETRY),
+        (
+            httpx.Response(422, json={"ErrorCode": 300, "Message": "Invalid email"}),
+            Outcome.REJECTED,
+        ),
+    ],
+)
+async def test_unusual_answers_are_classified(
+    provider: PostmarkProvider,
+    api: respx.MockRouter,
+    make_message: MessageFactory,
+    response: httpx.Response,
+    outcome: Outcome,
+) -> None:
+    api.post("/email/batch").mock(return_value=response)
+
+    results = await provider.send_batch([make_message(0)])
+
+    assert _outcomes(results) == [outcome]

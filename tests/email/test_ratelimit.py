@@ -92,11 +92,11 @@ async def test_unlimited_returns_at_once() -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("rate", [None, 100.0])
-async def test_pause_until_delays_the_next_acquire(rate: float | None) -> None:
+async def test_a_pause_delays_the_next_acquire(rate: float | None) -> None:
     clock = FakeClock()
     limiter = _limiter(clock, rate=rate)
 
-    limiter.pause_until(clock.now + 30.0)
+    limiter.pause_for(30.0)
     await limiter.acquire()
 
     assert clock.now == pytest.approx(1030.0)
@@ -115,11 +115,11 @@ async def test_earlier_pause_does_not_shorten_a_later_one() -> None:
 
 
 @pytest.mark.anyio
-async def test_pause_in_the_past_does_not_wait() -> None:
+async def test_a_zero_pause_does_not_wait() -> None:
     clock = FakeClock()
     limiter = _limiter(clock, rate=None)
 
-    limiter.pause_until(clock.now - 1.0)
+    limiter.pause_for(0.0)
     await limiter.acquire()
 
     assert clock.sleeps == []

@@ -10,7 +10,6 @@ from service.email.render import (
     Renderer,
     header_safe,
     parse_address,
-    render_notification,
 )
 from service.models import OutboxRow, TaskSnapshot
 
@@ -121,13 +120,6 @@ def test_rendering_is_deterministic(renderer: Renderer) -> None:
     row = _row(_task("a"), _task("b"))
 
     assert renderer.render(row, SENDER) == renderer.render(row, SENDER)
-
-
-def test_render_notification_matches_renderer(renderer: Renderer) -> None:
-    row = _row(_task())
-
-    assert render_notification(row, SENDER) == renderer.render(row, SENDER)
-    assert render_notification(row, SENDER, renderer=renderer) == renderer.render(row, SENDER)
 
 
 def test_header_safe_drops_bidi_overrides_and_collapses_space() -> None:

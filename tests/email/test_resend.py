@@ -230,18 +230,53 @@ async def test_same_ids_in_another_order_send_the_same_request(
     assert [r.provider_message_id for r in backward] == ["re-text 2", "re-text 1", "re-text 0"]
 
 
-async def test_more_than_100_messages_are_split_with_one_key_each(
+async def test_a_batch_is_sent_in_one_call_with_one_key(
     provider: ResendProvider, api: respx.MockRouter, make_message: MessageFactory
 ) -> None:
+    # Splitting to fit the limits is the consumer's job; the provider never splits.
     def answer(request: httpx.Request) -> httpx.Response:
         sent = json.loads(request.content)
         return httpx.Response(200, json={"data": [{"id": "x"} for _ in sent]})
 
     route = api.post("/emails/batch").mock(side_effect=answer)
 
-    results = await provider.send_batch([make_message(i) for i in range(150)])
+    results = await provider.send_batch([make_message(i) for i in range(3)])
 
-    assert [len(json.loads(c.request.content)) for c in route.calls] == [100, 50]
-    keys = {c.request.headers["Idempotency-Key"] for c in route.calls}
-    assert len(keys) == 2
-    assert len(results) == 150
+    assert [len(json.loads(c.request.content)) for c in route.calls] == [3]
+    assert route.calls[0].request.headers["Idempotency-Key"].startswith("batch-")
+    assert len(results) == 3
+
+
+@pytest.mark.parametrize(
+    ("response", "outcome"),
+    [
+        (httpx.Response(404, text="not found"), Outcome.HALT),
+        (httpx.Response(418, text="teapot"), Outcome.RETRY),
+        (httpx.Response(400, json=["a list"]), Outcome.REJECTED),
+        (httpx.Response(200, text="not json"), Outcome.RETRY),
+        (httpx.Response(200, json=["a list"]), Outcome.RETRY),
+        (httpx.Response(200, json={"data": {"id": "x"}}), Outcome.RETRY),
+        (httpx.Response(200, json={"data": [], "errors": [{"index": 7}]}), Outcome.RETRY),
+    ],
+)
+async def test_unusual_answers_are_classified(
+    provider: ResendProvider,
+    api: respx.MockRouter,
+    make_message: MessageFactory,
+    response: httpx.Response,
+    outcome: Outcome,
+) -> None:
+    api.post("/emails/batch").mock(return_value=response)
+
+    results = await provider.send_batch([make_message(0)])
+
+    assert _outcomes(results) == [outcome]
+
+
+async def test_an_empty_batch_makes_no_call(
+    provider: ResendProvider, api: respx.MockRouter
+) -> None:
+    route = api.post("/emails/batch")
+
+    assert await provider.send_batch([]) == []
+    assert not route.called
