@@ -52,7 +52,8 @@ async def test_the_listener_reconnects_after_its_connection_is_killed(
         await _wait_for_listener(db)
         await db.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+            "WHERE query LIKE 'LISTEN%' AND datname = current_database() "
+            "AND pid <> pg_backend_pid()"
         )
         # On reconnecting it wakes the sweeper (notifications may have been missed).
         with anyio.fail_after(10):
