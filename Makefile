@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a machine with only Python 3.11+ (and make):
-#   make run    serve the API (embedded PostgreSQL + console e-mail when unconfigured)
-#   make test   lint, type-check and run the whole test suite
+#   make run        serve the API (embedded PostgreSQL + console e-mail when unconfigured)
+#   make test       lint, type-check and run the whole test suite
+#   make screenshot refresh docs/dashboard.png (the suite itself never writes into the tree)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint install bench clean
+.PHONY: run test screenshot lint install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,11 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest --cov=service --cov-branch --cov-report=term:skip-covered \
 		--cov-fail-under=90
+
+# The README's picture of the dashboard: the browser tour, saved into docs/.
+screenshot: $(STAMP)
+	$(BIN)/python -m pytest -q tests/dashboard/test_browser.py::test_tour_screenshot \
+		--dashboard-screenshot=$(CURDIR)/docs/dashboard.png
 
 # Benchmarks against baselines run in the same session (docs/BENCHMARKS.md).
 # They need wrk (apt-get install wrk) for the API benchmark.

@@ -22,6 +22,15 @@ from tests.support.app import app_client, make_settings
 from tests.support.database import admin_url_or_none, database_url, start_embedded_server
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--dashboard-screenshot",
+        metavar="PATH",
+        default=None,
+        help="save the dashboard tour's screenshot here (make screenshot), not in a temp dir",
+    )
+
+
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"  # asyncpg runs on asyncio only

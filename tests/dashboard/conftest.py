@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, async_playwright
@@ -33,6 +34,15 @@ CHROMIUM_ARGS = [
 def provider() -> Iterator[FakeProvider]:
     with FakeProvider() as fake:
         yield fake
+
+
+@pytest.fixture
+def dashboard_screenshot(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """Where the tour's screenshot is saved: a temporary file, so that the suite
+    never writes into the repository; ``--dashboard-screenshot`` (only ``make
+    screenshot`` passes it) names the README's picture instead."""
+    chosen: str | None = request.config.getoption("dashboard_screenshot")
+    return Path(chosen).resolve() if chosen else tmp_path / "dashboard.png"
 
 
 def _chromium() -> str:
