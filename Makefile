@@ -1,13 +1,14 @@
 # Two commands do all the set-up on a machine with only Python 3.11+ (and make):
 #   make run        serve the API (embedded PostgreSQL + console e-mail when unconfigured)
 #   make test       lint, type-check and run the whole test suite
+#   make test-fast  ruff and the tests that need no database, browser or process (seconds)
 #   make screenshot refresh docs/dashboard.png (the suite itself never writes into the tree)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test screenshot lint install bench clean
+.PHONY: run test test-fast screenshot lint install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,12 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest --cov=service --cov-branch --cov-report=term:skip-covered \
 		--cov-fail-under=90
+
+# The edit loop: no PostgreSQL (not even an embedded one), no chromium, no
+# service process; markers come from the fixtures a test uses (tests/conftest.py).
+test-fast: $(STAMP)
+	$(BIN)/ruff check service tests bench
+	$(BIN)/python -m pytest -q -m "not db and not browser and not e2e"
 
 # The README's picture of the dashboard: the browser tour, saved into docs/.
 screenshot: $(STAMP)

@@ -3,6 +3,11 @@
 The server is the one at TEST_POSTGRES_URL (default: the local one on
 127.0.0.1:5432). When none answers, an embedded PostgreSQL (pgserver) is
 started for the session, so the suite passes on a machine with only Python.
+
+Every test is marked by what it needs, from the fixtures it uses (see
+``pytest_collection_modifyitems``): ``db`` (a PostgreSQL server), ``browser``
+(chromium), ``e2e`` (the service as a process). ``make test-fast`` runs the
+tests that need none of them.
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ from service.settings import Settings
 from tests.support.app import app_client, make_settings
 from tests.support.database import admin_url_or_none, database_url, start_embedded_server
 
+# The fixtures whose use puts a test under each marker. ``postgres_server``
+# is where every database fixture starts, so it stands for all of them.
+_FIXTURE_MARKERS = {"postgres_server": "db", "browser": "browser"}
+_E2E_DIRECTORY = Path(__file__).resolve().parent / "e2e"
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
@@ -29,6 +39,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="save the dashboard tour's screenshot here (make screenshot), not in a temp dir",
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test by what it needs, so ``-m`` can leave the slow parts out."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture, marker in _FIXTURE_MARKERS.items():
+            if fixture in used:
+                item.add_marker(marker)
+        if _E2E_DIRECTORY in item.path.parents:
+            item.add_marker("e2e")
 
 
 @pytest.fixture(scope="session")
