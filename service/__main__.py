@@ -55,10 +55,9 @@ async def _stop_on_signal(
 ) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         task_status.started()
-        async for signum in signals:
-            logger.info("received %s; shutting down", signal.Signals(signum).name)
-            shutdown.set()
-            return
+        signum = await anext(signals)  # the first one is enough; the stream never ends
+    logger.info("received %s; shutting down", signal.Signals(signum).name)
+    shutdown.set()
 
 
 def _settle_heap() -> None:
