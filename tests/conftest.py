@@ -12,6 +12,8 @@ tests that need none of them.
 
 from __future__ import annotations
 
+import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -73,6 +75,22 @@ def postgres_admin_url(postgres_server: tuple[str, bool]) -> str:
     return postgres_server[0]
 
 
+async def _create_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _drop_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
 def migrated_database(postgres_server: tuple[str, bool]) -> Iterator[str]:
     """A fresh database for this session, migrated, dropped at the end.
@@ -82,27 +100,23 @@ def migrated_database(postgres_server: tuple[str, bool]) -> Iterator[str]:
     """
     postgres_admin_url, embedded = postgres_server
     name = f"svc_test_{uuid.uuid4().hex[:10]}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(postgres_admin_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(postgres_admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    anyio.run(create)
+    anyio.run(_create_database, postgres_admin_url, name)
     url = database_url(postgres_admin_url, name)
     anyio.run(migrate, url)
     yield url
     if not embedded:
-        anyio.run(drop)
+        anyio.run(_drop_database, postgres_admin_url, name)
+
+
+@pytest.fixture
+def empty_database(postgres_admin_url: str) -> Iterator[str]:
+    """A database of its own, not migrated, dropped after the test (synchronous tests)."""
+    name = f"svc_empty_{uuid.uuid4().hex[:10]}"
+    anyio.run(_create_database, postgres_admin_url, name)
+    try:
+        yield database_url(postgres_admin_url, name)
+    finally:
+        anyio.run(_drop_database, postgres_admin_url, name)
 
 
 @pytest.fixture
@@ -143,3 +157,24 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def command_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
+    """For calling ``service.__main__.main``: no setting comes from this machine's
+    environment or a ``.env`` file (the working directory is ``tmp_path``), and
+    the logging that ``main`` configures is undone after the test. Set settings
+    with the ``MonkeyPatch`` it returns."""
+    for name in list(os.environ):
+        if name.lower() in Settings.model_fields:
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    httpx_level = logging.getLogger("httpx").level
+    try:
+        yield monkeypatch
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        logging.getLogger("httpx").setLevel(httpx_level)
