@@ -27,10 +27,11 @@ from service.migrations import migrate
 from service.settings import Settings
 from tests.support.app import app_client, make_settings
 from tests.support.database import admin_url_or_none, database_url, start_embedded_server
+from tests.support.throwaway_postgres import ThrowawayPostgres
 
 # The fixtures whose use puts a test under each marker. ``postgres_server``
-# is where every database fixture starts, so it stands for all of them.
-_FIXTURE_MARKERS = {"postgres_server": "db", "browser": "browser"}
+# is where every fixture of the shared server starts, so it stands for them.
+_FIXTURE_MARKERS = {"postgres_server": "db", "stoppable_postgres": "db", "browser": "browser"}
 _E2E_DIRECTORY = Path(__file__).resolve().parent / "e2e"
 
 
@@ -140,6 +141,17 @@ async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def stoppable_postgres() -> AsyncIterator[ThrowawayPostgres]:
+    """A private, migrated PostgreSQL cluster that the test may stop (a real outage).
+
+    Never the shared server: stopping it would take every other test's database away.
+    """
+    async with ThrowawayPostgres() as postgres:
+        await migrate(postgres.url)
+        yield postgres
 
 
 @pytest.fixture
