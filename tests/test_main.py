@@ -7,16 +7,25 @@ it as a process (tests/e2e/test_process.py).
 from __future__ import annotations
 
 import gc
+import logging
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import anyio
 import asyncpg
+import httpx
 import pytest
+from starlette.applications import Starlette
 
-from service.__main__ import _settle_heap, main
+from service import __main__ as command
+from service.__main__ import _serve, _settle_heap, main
+from service.app import create_app
+from service.lifespan import FatalHandler
 from service.migrations import MIGRATIONS_DIR
+from service.settings import Settings
+from tests.support.app import make_settings
+from tests.support.service_process import free_port
 
 
 class _Node:
@@ -119,3 +128,47 @@ def test_migrate_applies_every_migration_once_and_exits(
 
     assert main(["migrate"]) == 0
     assert "migrations applied: none pending" in capsys.readouterr().err
+
+
+async def _wait_until_ready(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url) as http:
+        with anyio.fail_after(20):
+            while True:
+                try:
+                    if (await http.get("/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await anyio.sleep(0.05)
+
+
+async def test_a_dead_background_task_stops_the_server_with_exit_code_1(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The lifespan reports a task's death through on_fatal (tests/test_supervision.py);
+    # here the server is told so while it serves, as the lifespan would tell it.
+    reported: list[FatalHandler] = []
+
+    def create_app_and_keep_on_fatal(settings: Settings, on_fatal: FatalHandler) -> Starlette:
+        reported.append(on_fatal)
+        return create_app(settings, on_fatal=on_fatal)
+
+    monkeypatch.setattr(command, "create_app", create_app_and_keep_on_fatal)
+    settings = make_settings(db_url, host="127.0.0.1", port=free_port())
+    exit_codes: list[int] = []
+
+    async def serve() -> None:
+        exit_codes.append(await _serve(settings))
+
+    try:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(serve)
+                await _wait_until_ready(f"http://127.0.0.1:{settings.port}")
+                (on_fatal,) = reported
+                on_fatal("sweeper")
+    finally:
+        gc.unfreeze()  # serving froze this test process's heap
+    assert exit_codes == [1]
+    critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert critical == ["stopped because background task(s) died: sweeper"]
