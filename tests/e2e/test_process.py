@@ -300,8 +300,8 @@ async def _wait_for_lock_wait(db: asyncpg.Connection, statement: str) -> None:
     with anyio.fail_after(_DELIVERY_TIMEOUT_SECONDS):
         while True:
             if await db.fetchval(
-                "SELECT count(*) > 0 FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND query LIKE $1",
+                "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query LIKE $1",
                 f"%{statement}%",
             ):
                 return
