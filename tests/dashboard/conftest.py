@@ -13,9 +13,12 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.async_api import Browser, async_playwright
 
+from tests.support.app import app_client, make_settings
+from tests.support.dashboard import API_KEY, SESSION_SECRET
 from tests.support.fake_provider import FakeProvider
 
 CHROMIUM_ARGS = [
@@ -28,6 +31,14 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-default-apps",
 ]
+
+
+@pytest.fixture
+async def secured(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with API keys on: the dashboard wants a sign-in."""
+    settings = make_settings(db_url, api_keys=f"ops:{API_KEY}", session_secret=SESSION_SECRET)
+    async with app_client(settings) as client:
+        yield client
 
 
 @pytest.fixture

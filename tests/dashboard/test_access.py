@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,13 +14,6 @@ from tests.support.settings import settings_from
 
 PASSWORD = "correct horse battery staple"
 _ZERO_ID = "00000000-0000-0000-0000-000000000000"
-
-
-@pytest.fixture
-async def secured(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = make_settings(db_url, api_keys=f"ops:{API_KEY}", session_secret=SESSION_SECRET)
-    async with app_client(settings) as client:
-        yield client
 
 
 async def _sign_in(client: httpx.AsyncClient, secret: str, **form: str) -> httpx.Response:

@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Container, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ from tests.support.service_process import ServiceProcess
 
 pytestmark = pytest.mark.e2e
 
-_TOKEN = "e2e-server-token"
 # How long a notification may take to be recorded as delivered. Generous: a
 # test that passes waits far less, because every wait ends on its condition.
 _DELIVERY_TIMEOUT_SECONDS = 10.0
@@ -53,14 +52,9 @@ def _service_env(
     }
     if name == "postmark":
         # Mailpit reads EMAIL_API_TOKEN as "user:password" basic auth; it needs none here.
-        env["EMAIL_API_TOKEN"] = _TOKEN
+        assert provider.token is not None
+        env["EMAIL_API_TOKEN"] = provider.token
     return {**env, **overrides}
-
-
-@pytest.fixture
-def provider() -> Iterator[FakeProvider]:
-    with FakeProvider(token=_TOKEN) as fake:
-        yield fake
 
 
 async def _wait_for_statuses(
