@@ -17,15 +17,18 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import asyncpg
 import httpx
 import pytest
+import yaml
 
 from service.migrations import migrate
 from service.settings import Settings
 from tests.support.app import app_client, make_settings
+from tests.support.container_files import COMPOSE_FILE, DOCKERFILE, Instruction, parse_dockerfile
 from tests.support.database import admin_url_or_none, database_url, start_embedded_server
 from tests.support.throwaway_postgres import ThrowawayPostgres
 
@@ -172,14 +175,21 @@ def repo_root() -> Path:
 
 
 @pytest.fixture
-def command_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
+def isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hide this machine's settings variables, so only what a test passes counts."""
+    for name in list(os.environ):
+        if name.lower() in Settings.model_fields:
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def command_line(
+    isolated_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[pytest.MonkeyPatch]:
     """For calling ``service.__main__.main``: no setting comes from this machine's
     environment or a ``.env`` file (the working directory is ``tmp_path``), and
     the logging that ``main`` configures is undone after the test. Set settings
     with the ``MonkeyPatch`` it returns."""
-    for name in list(os.environ):
-        if name.lower() in Settings.model_fields:
-            monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
@@ -190,3 +200,23 @@ def command_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[py
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
         logging.getLogger("httpx").setLevel(httpx_level)
+
+
+@pytest.fixture(scope="session")
+def dockerfile_stages() -> list[list[Instruction]]:
+    """The Dockerfile's instructions, one list per build stage."""
+    return parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def runtime_stage(dockerfile_stages: list[list[Instruction]]) -> list[Instruction]:
+    """The Dockerfile's last stage: the image that runs."""
+    return dockerfile_stages[-1]
+
+
+@pytest.fixture(scope="session")
+def compose_file() -> dict[str, Any]:
+    """docker-compose.yml, loaded."""
+    loaded = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
