@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import re
 import shlex
 import shutil
@@ -21,54 +20,20 @@ import sys
 import textwrap
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import yaml
 
 from service.__main__ import hypercorn_config
-from service.migrations import MIGRATIONS_DIR
 from service.settings import Settings
-
-ROOT = MIGRATIONS_DIR.parent
-DOCKERFILE = ROOT / "Dockerfile"
-DOCKERIGNORE = ROOT / ".dockerignore"
-COMPOSE_FILE = ROOT / "docker-compose.yml"
-
-
-@dataclass(frozen=True)
-class Instruction:
-    keyword: str
-    arguments: str
-
-
-def parse_dockerfile(text: str) -> list[list[Instruction]]:
-    """Instructions grouped by build stage (a new group at each FROM).
-
-    Line based: comments and blank lines are dropped, a trailing backslash
-    joins the next line. Enough for this file, not a full Dockerfile parser.
-    """
-    stages: list[list[Instruction]] = []
-    pending = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        keyword, _, arguments = (pending + line).partition(" ")
-        pending = ""
-        instruction = Instruction(keyword.upper(), arguments.strip())
-        if instruction.keyword == "FROM":
-            stages.append([])
-        assert stages, f"{instruction.keyword} before the first FROM"
-        stages[-1].append(instruction)
-    assert not pending, "the Dockerfile ends inside a line continuation"
-    return stages
+from tests.support.container_files import (
+    COMPOSE_FILE,
+    DOCKERIGNORE,
+    ROOT,
+    Instruction,
+)
 
 
 def _env_of(instructions: list[Instruction]) -> dict[str, str]:
@@ -104,31 +69,6 @@ def _last(instructions: list[Instruction], keyword: str) -> str:
     return found[-1]
 
 
-@pytest.fixture(scope="module")
-def stages() -> list[list[Instruction]]:
-    return parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))
-
-
-@pytest.fixture(scope="module")
-def runtime(stages: list[list[Instruction]]) -> list[Instruction]:
-    return stages[-1]
-
-
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    loaded = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
-    assert isinstance(loaded, dict)
-    return loaded
-
-
-@pytest.fixture
-def isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hide this machine's settings variables, so only what a test passes counts."""
-    for name in list(os.environ):
-        if name.lower() in Settings.model_fields:
-            monkeypatch.delenv(name)
-
-
 def _environment(service: dict[str, Any]) -> dict[str, str]:
     raw = service.get("environment") or {}
     if isinstance(raw, list):  # the "KEY=value" list form
@@ -136,8 +76,8 @@ def _environment(service: dict[str, Any]) -> dict[str, str]:
     return {str(key): str(value) for key, value in raw.items()}
 
 
-def _service_settings(compose: dict[str, Any]) -> Settings:
-    env = _environment(compose["services"]["service"])
+def _service_settings(compose_file: dict[str, Any]) -> Settings:
+    env = _environment(compose_file["services"]["service"])
     # As the service reads them, but from the compose file instead of os.environ
     # (the fixture isolated_env hides the machine's) and never from a .env file.
     values: dict[str, Any] = {key.lower(): value for key, value in env.items()}
@@ -170,13 +110,13 @@ def _published_ports(service: dict[str, Any]) -> list[tuple[str, int]]:
 
 
 def test_dockerfile_is_multi_stage_on_a_slim_python_that_the_project_supports(
-    stages: list[list[Instruction]],
+    dockerfile_stages: list[list[Instruction]],
 ) -> None:
-    assert len(stages) >= 2
+    assert len(dockerfile_stages) >= 2
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     minimum = re.fullmatch(r">=(\d+)\.(\d+)", pyproject["project"]["requires-python"])
     assert minimum is not None
-    for stage in stages:
+    for stage in dockerfile_stages:
         image = stage[0].arguments.split()[0]
         match = re.fullmatch(r"python:(\d+)\.(\d+)-slim(-\w+)?", image)
         assert match is not None, f"not a slim official Python image: {image}"
@@ -184,37 +124,39 @@ def test_dockerfile_is_multi_stage_on_a_slim_python_that_the_project_supports(
 
 
 def test_dependencies_are_installed_before_the_source_is_copied(
-    stages: list[list[Instruction]],
+    dockerfile_stages: list[list[Instruction]],
 ) -> None:
     """So the dependency layer is cached unless pyproject.toml changes."""
-    builder = [i for stage in stages[:-1] for i in stage]
+    builder = [i for stage in dockerfile_stages[:-1] for i in stage]
     installs = [n for n, i in enumerate(builder) if "pip install" in i.arguments]
     assert installs, "no pip install in a build stage"
     copied_before = [s for s, _ in _copies(builder[: installs[0]])]
     assert copied_before == [["pyproject.toml"]]
 
 
-def test_runtime_stage_runs_the_service_as_a_non_root_user(runtime: list[Instruction]) -> None:
-    user = _last(runtime, "USER").split(":")[0]
+def test_runtime_stage_runs_the_service_as_a_non_root_user(
+    runtime_stage: list[Instruction],
+) -> None:
+    user = _last(runtime_stage, "USER").split(":")[0]
     assert user not in {"root", "0"}
-    assert json.loads(_last(runtime, "CMD")) == ["python", "-m", "service"]
-    assert _last(runtime, "STOPSIGNAL") == "SIGTERM"
+    assert json.loads(_last(runtime_stage, "CMD")) == ["python", "-m", "service"]
+    assert _last(runtime_stage, "STOPSIGNAL") == "SIGTERM"
 
 
 def test_runtime_stage_listens_on_all_interfaces_on_the_exposed_port(
-    runtime: list[Instruction], compose: dict[str, Any]
+    runtime_stage: list[Instruction], compose_file: dict[str, Any]
 ) -> None:
-    env = _env_of(runtime)
+    env = _env_of(runtime_stage)
     assert env.get("HOST") == "0.0.0.0"
     port = int(env.get("PORT", Settings.model_fields["port"].default))
-    exposed = {int(p.split("/")[0]) for p in _last(runtime, "EXPOSE").split()}
+    exposed = {int(p.split("/")[0]) for p in _last(runtime_stage, "EXPOSE").split()}
     assert exposed == {port}
-    published = {target for _, target in _published_ports(compose["services"]["service"])}
+    published = {target for _, target in _published_ports(compose_file["services"]["service"])}
     assert published == {port}
 
 
-def test_healthcheck_asks_readyz_with_python(runtime: list[Instruction]) -> None:
-    healthcheck = _last(runtime, "HEALTHCHECK")
+def test_healthcheck_asks_readyz_with_python(runtime_stage: list[Instruction]) -> None:
+    healthcheck = _last(runtime_stage, "HEALTHCHECK")
     assert "/readyz" in healthcheck
     command = json.loads(healthcheck[healthcheck.index("CMD") + 3 :])
     assert command[0] == "python"
@@ -223,17 +165,17 @@ def test_healthcheck_asks_readyz_with_python(runtime: list[Instruction]) -> None
 
 
 def test_migrations_sit_next_to_the_package_where_the_service_runs(
-    runtime: list[Instruction],
+    runtime_stage: list[Instruction],
 ) -> None:
     """service/migrations.py reads ``<package dir>/../sql``; the image must keep that."""
-    destinations = {tuple(sources): dest for sources, dest in _copies(runtime)}
+    destinations = {tuple(sources): dest for sources, dest in _copies(runtime_stage)}
     assert destinations.get(("service",)) is not None, "service/ is not copied"
     assert destinations.get(("sql",)) is not None, "sql/ is not copied"
     package, migrations = destinations[("service",)], destinations[("sql",)]
     assert (package.name, migrations.name) == ("service", "sql")
     assert package.parent == migrations.parent
     # `python -m service` imports from the working directory, not site-packages.
-    assert PurePosixPath(_last(runtime, "WORKDIR")) == package.parent
+    assert PurePosixPath(_last(runtime_stage, "WORKDIR")) == package.parent
 
 
 def test_dockerignore_keeps_local_state_out_but_not_what_the_image_needs() -> None:
@@ -260,8 +202,8 @@ def _compose_validators() -> list[str]:
 
 
 @pytest.mark.parametrize("validator", _compose_validators())
-def test_compose_file_is_valid(validator: str, compose: dict[str, Any]) -> None:
-    assert {"postgres", "mailpit", "service"} <= set(compose["services"])
+def test_compose_file_is_valid(validator: str, compose_file: dict[str, Any]) -> None:
+    assert {"postgres", "mailpit", "service"} <= set(compose_file["services"])
     if validator == "docker-compose":
         result = subprocess.run(
             ["docker-compose", "-f", str(COMPOSE_FILE), "config", "-q"],
@@ -275,21 +217,21 @@ def test_compose_file_is_valid(validator: str, compose: dict[str, Any]) -> None:
 
 
 @pytest.mark.usefixtures("isolated_env")
-def test_service_environment_is_made_of_valid_settings(compose: dict[str, Any]) -> None:
-    env = _environment(compose["services"]["service"])
+def test_service_environment_is_made_of_valid_settings(compose_file: dict[str, Any]) -> None:
+    env = _environment(compose_file["services"]["service"])
     unknown = {key for key in env if key.lower() not in Settings.model_fields}
     assert not unknown, f"not fields of Settings: {sorted(unknown)}"
     assert all(key.isupper() for key in env)
-    settings = _service_settings(compose)  # raises if a value does not validate
+    settings = _service_settings(compose_file)  # raises if a value does not validate
     assert settings.database_url is not None
 
 
 @pytest.mark.usefixtures("isolated_env")
 def test_service_urls_point_at_the_stacks_own_postgres_and_mailpit(
-    compose: dict[str, Any],
+    compose_file: dict[str, Any],
 ) -> None:
-    settings = _service_settings(compose)
-    postgres = _environment(compose["services"]["postgres"])
+    settings = _service_settings(compose_file)
+    postgres = _environment(compose_file["services"]["postgres"])
     user = postgres.get("POSTGRES_USER", "postgres")
     assert settings.database_url is not None
     database = urlsplit(settings.database_url)
@@ -304,36 +246,36 @@ def test_service_urls_point_at_the_stacks_own_postgres_and_mailpit(
     assert (mailpit.hostname, mailpit.port) == ("mailpit", 8025)
 
 
-def test_service_waits_for_healthy_dependencies(compose: dict[str, Any]) -> None:
-    depends_on = compose["services"]["service"]["depends_on"]
+def test_service_waits_for_healthy_dependencies(compose_file: dict[str, Any]) -> None:
+    depends_on = compose_file["services"]["service"]["depends_on"]
     assert isinstance(depends_on, dict), "depends_on needs the long form with conditions"
     assert set(depends_on) == {"postgres", "mailpit"}
     for name, dependency in depends_on.items():
         assert dependency["condition"] == "service_healthy", name
-        assert compose["services"][name]["healthcheck"]["test"], name
-    assert "pg_isready" in compose["services"]["postgres"]["healthcheck"]["test"]
+        assert compose_file["services"][name]["healthcheck"]["test"], name
+    assert "pg_isready" in compose_file["services"]["postgres"]["healthcheck"]["test"]
 
 
-def test_postgres_keeps_its_data_in_a_named_volume(compose: dict[str, Any]) -> None:
-    mounts = [str(m).split(":") for m in compose["services"]["postgres"]["volumes"]]
+def test_postgres_keeps_its_data_in_a_named_volume(compose_file: dict[str, Any]) -> None:
+    mounts = [str(m).split(":") for m in compose_file["services"]["postgres"]["volumes"]]
     data = [source for source, target, *_ in mounts if target == "/var/lib/postgresql/data"]
     assert len(data) == 1
-    assert data[0] in (compose.get("volumes") or {}), "not a named volume"
+    assert data[0] in (compose_file.get("volumes") or {}), "not a named volume"
 
 
 @pytest.mark.usefixtures("isolated_env")
-def test_stop_grace_period_outlasts_the_servers_shutdown(compose: dict[str, Any]) -> None:
+def test_stop_grace_period_outlasts_the_servers_shutdown(compose_file: dict[str, Any]) -> None:
     """Docker's SIGKILL must not cut the drain short."""
-    settings = _service_settings(compose)
+    settings = _service_settings(compose_file)
     config = hypercorn_config(settings)
-    grace = _seconds(str(compose["services"]["service"]["stop_grace_period"]))
+    grace = _seconds(str(compose_file["services"]["service"]["stop_grace_period"]))
     assert grace > settings.drain_seconds + 5
     assert grace > config.graceful_timeout + config.shutdown_timeout
 
 
-def test_service_can_be_scaled_without_port_clashes(compose: dict[str, Any]) -> None:
+def test_service_can_be_scaled_without_port_clashes(compose_file: dict[str, Any]) -> None:
     """``docker compose up --scale service=2``: no fixed host port, no fixed name."""
-    service = compose["services"]["service"]
+    service = compose_file["services"]["service"]
     assert "container_name" not in service
     for host, _ in _published_ports(service):
         if host:  # empty: an ephemeral host port, which never clashes

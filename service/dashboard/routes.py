@@ -233,7 +233,11 @@ class Dashboard:
         try:
             notification_id = UUID(form.get("id", ""))
         except ValueError:
-            request.session["flash"] = {"kind": "bad", "text": "That is not a notification id."}
+            request.session["flash"] = {
+                "kind": "bad",
+                "text": "That is not a notification id.",
+                "link": None,
+            }
             return RedirectResponse(back, status_code=303)
         history = f"{NOTIFICATION_PATH}?{urlencode({'id': str(notification_id)})}"
         if form.get("back") == "notification":

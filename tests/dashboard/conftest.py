@@ -11,10 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 from playwright.async_api import Browser, async_playwright
 
+from tests.support.app import app_client, make_settings
+from tests.support.dashboard import API_KEY, SESSION_SECRET
 from tests.support.fake_provider import FakeProvider
 
 CHROMIUM_ARGS = [
@@ -30,9 +34,26 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture
+async def secured(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with API keys on: the dashboard wants a sign-in."""
+    settings = make_settings(db_url, api_keys=f"ops:{API_KEY}", session_secret=SESSION_SECRET)
+    async with app_client(settings) as client:
+        yield client
+
+
+@pytest.fixture
 def provider() -> Iterator[FakeProvider]:
     with FakeProvider() as fake:
         yield fake
+
+
+@pytest.fixture
+def dashboard_screenshot(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """Where the tour's screenshot is saved: a temporary file, so that the suite
+    never writes into the repository; ``--dashboard-screenshot`` (only ``make
+    screenshot`` passes it) names the README's picture instead."""
+    chosen: str | None = request.config.getoption("dashboard_screenshot")
+    return Path(chosen).resolve() if chosen else tmp_path / "dashboard.png"
 
 
 def _chromium() -> str:

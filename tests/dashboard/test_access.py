@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,13 +14,6 @@ from tests.support.settings import settings_from
 
 PASSWORD = "correct horse battery staple"
 _ZERO_ID = "00000000-0000-0000-0000-000000000000"
-
-
-@pytest.fixture
-async def secured(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = make_settings(db_url, api_keys=f"ops:{API_KEY}", session_secret=SESSION_SECRET)
-    async with app_client(settings) as client:
-        yield client
 
 
 async def _sign_in(client: httpx.AsyncClient, secret: str, **form: str) -> httpx.Response:
@@ -102,6 +94,55 @@ async def test_sign_in_goes_back_to_the_page_asked_for_but_never_elsewhere(
     for elsewhere in ("https://evil.example/", "//evil.example/dashboard", "/metrics"):
         response = await _sign_in(secured, API_KEY, next=elsewhere)
         assert response.headers["location"] == "/dashboard"
+
+
+async def test_the_sign_in_page_sends_a_signed_in_person_on(secured: httpx.AsyncClient) -> None:
+    asked = f"/dashboard/notification?id={_ZERO_ID}"
+    form = await secured.get("/dashboard/login", params={"next": asked})
+    assert form.status_code == 200
+    assert 'id="secret"' in form.text
+    assert f'name="next" value="{asked}"' in form.text.replace("&amp;", "&")
+    await _sign_in(secured, API_KEY)
+    again = await secured.get("/dashboard/login", params={"next": asked})
+    assert again.status_code == 303
+    assert again.headers["location"] == asked
+    astray = await secured.get("/dashboard/login", params={"next": "https://evil.example/"})
+    assert astray.headers["location"] == "/dashboard"
+
+
+async def test_an_open_dashboard_has_no_sign_in_to_do(client: httpx.AsyncClient) -> None:
+    page = await client.get("/dashboard/login")
+    assert page.status_code == 303
+    assert page.headers["location"] == "/dashboard"
+    asked = f"/dashboard/notification?id={_ZERO_ID}"
+    posted = await client.post("/dashboard/login", data={"secret": "anything", "next": asked})
+    assert posted.status_code == 303
+    assert posted.headers["location"] == asked
+    assert "set-cookie" not in posted.headers  # nothing to remember
+
+
+async def test_search_and_retry_send_a_signed_out_person_to_sign_in(
+    secured: httpx.AsyncClient,
+) -> None:
+    search = await secured.get("/dashboard/search", params={"q": "ada@example.com"})
+    assert search.status_code == 303
+    assert search.headers["location"] == (
+        "/dashboard/login?next=%2Fdashboard%2Fsearch%3Fq%3Dada%2540example.com"
+    )
+    # A form post is no page to come back to: after signing in, the overview.
+    retry = await secured.post("/dashboard/retry", data={"id": _ZERO_ID, "csrf": "any"})
+    assert retry.status_code == 303
+    assert retry.headers["location"] == "/dashboard/login?next=%2Fdashboard"
+
+
+async def test_retry_of_something_that_is_not_an_id_says_so(secured: httpx.AsyncClient) -> None:
+    await _sign_in(secured, API_KEY)
+    token = csrf_from((await secured.get("/dashboard")).text)
+    response = await secured.post("/dashboard/retry", data={"id": "42", "csrf": token})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/dashboard"
+    page = await secured.get("/dashboard")
+    assert "That is not a notification id." in page.text
 
 
 async def test_the_dashboard_password_signs_in_too(db_url: str) -> None:

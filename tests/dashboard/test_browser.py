@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -165,14 +166,26 @@ async def test_the_page_works_with_javascript_off(
     assert watch.foreign_requests(url) == []
 
 
+def _png_size(image: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's header (its first chunk is always IHDR)."""
+    assert image.startswith(b"\x89PNG\r\n\x1a\n"), image[:8]
+    assert image[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", image[16:24])
+    return width, height
+
+
 async def test_tour_screenshot(
     browser: Browser,
     db_url: str,
     db: asyncpg.Connection,
     provider: FakeProvider,
-    repo_root: Path,
+    dashboard_screenshot: Path,
 ) -> None:
-    """An hour of realistic traffic, as a person sees it; saved for the README."""
+    """An hour of realistic traffic, as a person sees it.
+
+    The suite saves the picture in a temporary directory; ``make screenshot``
+    runs this test alone to refresh the README's ``docs/dashboard.png``.
+    """
     settings = dashboard_settings(
         db_url, api_keys=f"ops:{API_KEY}", email_provider_url=provider.url
     )
@@ -185,9 +198,11 @@ async def test_tour_screenshot(
         await expect(page.locator('[data-count="sent"]')).to_have_text(f"{seeded.sent:,}")
         await expect(page.locator('[data-count="dead"]')).to_have_text(str(seeded.dead))
         await expect(page.locator("#live-status")).to_have_attribute("data-state", "ok")
-        target = repo_root / "docs" / "dashboard.png"
-        target.parent.mkdir(exist_ok=True)
-        await page.screenshot(path=str(target), full_page=True)
+        image = await page.screenshot(path=str(dashboard_screenshot), full_page=True)
         await context.close()
     assert watch.errors == []
     assert watch.foreign_requests(url) == []
+    assert await anyio.Path(dashboard_screenshot).read_bytes() == image
+    width, height = _png_size(image)
+    assert width == _VIEWPORT["width"]
+    assert height >= _VIEWPORT["height"]  # the full page, not only the viewport

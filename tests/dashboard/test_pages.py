@@ -14,11 +14,13 @@ import respx
 from service.delivery.outbox_stats import OutboxStats
 from service.errors import Unavailable
 from tests.support.api import create_task, create_user, wait_for_statuses
-from tests.support.app import POSTMARK_URL
+from tests.support.app import POSTMARK_URL, app_client, make_settings
 from tests.support.dashboard import csrf_from
 from tests.support.postmark import accept_all
+from tests.support.throwaway_postgres import ThrowawayPostgres
 
 FRAGMENT = {"X-Dashboard-Fragment": "live"}
+_SOME_ID = "9b2f8a6e-3c1d-4e5f-8a7b-6c5d4e3f2a1b"
 _HALTED_ATTEMPTS = "SELECT count(*) FROM notification_attempts WHERE outcome = 'halted'"
 _COUNT = re.compile(r'data-count="([\w-]+)">(?:<span>)?([\d,]+)')
 
@@ -113,6 +115,21 @@ async def test_a_database_outage_is_a_clear_503(
     fragment = await client.get("/dashboard", headers=FRAGMENT)
     assert fragment.status_code == 503
     assert 'data-status-state="warn"' in fragment.text
+
+
+async def test_history_and_search_say_when_the_database_is_down(
+    stoppable_postgres: ThrowawayPostgres,
+) -> None:
+    async with app_client(make_settings(stoppable_postgres.url)) as client:
+        await stoppable_postgres.stop()
+        pages = [
+            await client.get("/dashboard/notification", params={"id": _SOME_ID}),
+            await client.get("/dashboard/search", params={"q": "ada@example.com"}),
+        ]
+    for page in pages:
+        assert page.status_code == 503, page.text
+        assert "Database unavailable" in page.text
+        assert "the database is unavailable; try again shortly" in page.text
 
 
 async def test_history_shows_creation_each_attempt_and_delivery(

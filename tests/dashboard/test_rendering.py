@@ -87,6 +87,10 @@ def test_ago(before: timedelta, text: str) -> None:
     assert ago(NOW - before, NOW) == text
 
 
+def test_ago_of_nothing_is_a_dash() -> None:
+    assert ago(None, NOW) == "—"
+
+
 async def test_provider_state_follows_health() -> None:
     health = Health()
     ok = provider_state("postmark", health, rate_limit=10.0, now=NOW)

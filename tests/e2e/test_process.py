@@ -8,10 +8,11 @@ local HTTP server playing Postmark or Mailpit.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Container, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,6 @@ from tests.support.service_process import ServiceProcess
 
 pytestmark = pytest.mark.e2e
 
-_TOKEN = "e2e-server-token"
 # How long a notification may take to be recorded as delivered. Generous: a
 # test that passes waits far less, because every wait ends on its condition.
 _DELIVERY_TIMEOUT_SECONDS = 10.0
@@ -52,14 +52,9 @@ def _service_env(
     }
     if name == "postmark":
         # Mailpit reads EMAIL_API_TOKEN as "user:password" basic auth; it needs none here.
-        env["EMAIL_API_TOKEN"] = _TOKEN
+        assert provider.token is not None
+        env["EMAIL_API_TOKEN"] = provider.token
     return {**env, **overrides}
-
-
-@pytest.fixture
-def provider() -> Iterator[FakeProvider]:
-    with FakeProvider(token=_TOKEN) as fake:
-        yield fake
 
 
 async def _wait_for_statuses(
@@ -292,3 +287,38 @@ async def test_an_account_problem_halts_sending_and_keeps_the_rows(
     assert "postmark HTTP 401" in readiness["provider"]["reason"], readiness
     assert held[notification_id]["attempts"] == 0, held  # the attempt is refunded
     assert len(provider.calls) == 1, provider.summary()
+
+
+async def _wait_for_lock_wait(db: asyncpg.Connection, statement: str) -> None:
+    """Until some session waits for a lock while running ``statement``."""
+    with anyio.fail_after(_DELIVERY_TIMEOUT_SECONDS):
+        while True:
+            if await db.fetchval(
+                "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query LIKE $1",
+                f"%{statement}%",
+            ):
+                return
+            await anyio.sleep(_POLL_SECONDS)
+
+
+async def test_sigterm_during_migrations_exits_0_without_serving(
+    db_url: str, db: asyncpg.Connection, provider: FakeProvider, tmp_path: Path
+) -> None:
+    # Migrations read their ledger first; this lock keeps them waiting there
+    # until the connection that holds it closes.
+    holder = await asyncpg.connect(db_url)
+    try:
+        await holder.execute("BEGIN; LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE")
+        env = _service_env(db_url, provider)
+        async with ServiceProcess(env, workdir=tmp_path, wait_until_ready=False) as service:
+            await _wait_for_lock_wait(db, "FROM schema_migrations")
+            os.kill(service.pid, signal.SIGTERM)
+            await holder.close()  # the migrations go on, and then the process stops
+            exit_code = await service.wait_for_exit()
+    finally:
+        if not holder.is_closed():
+            await holder.close()
+    assert exit_code == 0, service.log_tail()
+    assert service.log_lines("received SIGTERM; shutting down"), service.log_tail()
+    assert not service.log_lines("serving on"), service.log_tail()

@@ -55,6 +55,9 @@ async def test_no_operation_answers_5xx_or_breaks_its_schema(db_url: str, tmp_pa
                 "--no-color",
             ]
             result = await anyio.run_process(command, check=False, cwd=tmp_path)
+            # Stopped as a supervisor stops it: the fuzzing left it able to drain.
+            exit_code = await service.terminate()
     output = result.stdout.decode(errors="replace")
     assert result.returncode == 0, output[-6000:]
     assert "generated" in output
+    assert exit_code == 0, service.log_tail()

@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 from openapi_spec_validator import validate
 
+from service import __version__
+from service.app import TITLE
 from service.http.operations import OPERATIONS
 
 
@@ -58,4 +60,17 @@ async def test_the_docs_page_links_the_document_and_loads_nothing_from_outside(
     assert "/update-tasks" in page
     assert not re.search(r"(src|href)=\"https?://", page)
     assert "<script" not in page
-    json.loads((await client.get("/openapi.json")).content)
+
+
+def _refuse_constant(name: str) -> None:
+    raise AssertionError(f"{name} is not JSON (RFC 8259)")
+
+
+async def test_the_document_is_served_as_strict_json(client: httpx.AsyncClient) -> None:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    # Python's json.loads accepts NaN and Infinity; other clients do not.
+    document = json.loads(response.content, parse_constant=_refuse_constant)
+    assert document["openapi"] == "3.1.0"
+    assert (document["info"]["title"], document["info"]["version"]) == (TITLE, __version__)

@@ -144,6 +144,11 @@ class FakeProvider:
         )
 
     @property
+    def token(self) -> str | None:
+        """The Postmark server token it wants, if any."""
+        return self._token
+
+    @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"

@@ -50,7 +50,8 @@ class ServiceProcess:
     ``env`` holds the service's settings (``DATABASE_URL`` is required, so no
     embedded server is started); ``HOST`` defaults to 127.0.0.1 and ``PORT``
     to a free port. Entering starts the process and waits until ``/readyz``
-    answers 200; leaving kills it if it still runs and removes its files
+    answers 200 (unless ``wait_until_ready`` is false, for a test of what
+    happens before); leaving kills it if it still runs and removes its files
     (unless ``workdir`` was given, e.g. pytest's ``tmp_path``, which keeps
     the log for a failed test).
     """
@@ -61,6 +62,7 @@ class ServiceProcess:
         *,
         workdir: Path | None = None,
         startup_timeout: float = 20.0,
+        wait_until_ready: bool = True,
     ) -> None:
         if "DATABASE_URL" not in env:
             raise ValueError("DATABASE_URL is required (without it an embedded server starts)")
@@ -68,6 +70,7 @@ class ServiceProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self._env = _child_environment({"HOST": "127.0.0.1", **env, "PORT": str(self.port)})
         self._startup_timeout = startup_timeout
+        self._wait_until_ready_on_enter = wait_until_ready
         self._owns_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="service-")) if workdir is None else workdir
         self.log_path = self.workdir / f"service-{self.port}.log"
@@ -93,6 +96,8 @@ class ServiceProcess:
                 cwd=self.workdir,
                 env=self._env,
             )
+        if not self._wait_until_ready_on_enter:
+            return self
         try:
             await self._wait_until_ready()
         except BaseException:
@@ -117,11 +122,18 @@ class ServiceProcess:
         process = self._running()
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
+        return await self.wait_for_exit(timeout)
+
+    async def wait_for_exit(self, timeout: float = 20.0) -> int:  # noqa: ASYNC109
+        """Wait up to ``timeout`` seconds for the process to end; returns the exit code.
+
+        For a signal the test sent itself (a second SIGTERM, once the service
+        has stopped listening for it, would kill it outright).
+        """
+        process = self._running()
         with anyio.move_on_after(timeout):
             return await process.wait()
-        raise AssertionError(
-            f"service did not exit within {timeout} s of SIGTERM\n{self.log_tail()}"
-        )
+        raise AssertionError(f"service did not exit within {timeout} s\n{self.log_tail()}")
 
     async def kill(self) -> int:
         """SIGKILL (kill -9): no shutdown code runs. Returns the exit code."""
