@@ -37,7 +37,11 @@ async def _baseline_transaction(conn: _Connection, task_ids: list[int], users: l
 @functools.cache
 def _service_statement() -> str:
     """The service's one-statement update, wherever its repository keeps it."""
-    for module_name in ("service.repository", "service.repository.tasks"):
+    for module_name in (
+        "service.repository",
+        "service.repository.reassign",
+        "service.repository.tasks",
+    ):
         try:
             statement = getattr(importlib.import_module(module_name), "UPDATE_TASKS", None)
         except ImportError:

@@ -11,8 +11,8 @@ fixed number of round trips, whatever its size. The outbox state machine is::
 Every change after a claim is a compare-and-set on the lease token, so a
 worker whose lease expired can never overwrite the row's newer state.
 
-The statements live in one module per part of the data (``tasks``, ``outbox``,
-``notifications``, ``activity``), each one literal, a named constant with a one-line
+The statements live in one module per part of the data (``tasks``, ``reassign``,
+``outbox``, ``notifications``, ``activity``), each one literal, a named constant with a one-line
 description above it, beside the methods that run it; tests/repository/test_statements.py
 finds and plans every one. ``Repository`` is all of them over one pool.
 """
@@ -30,16 +30,17 @@ from service.repository.outbox import (
     RecordedOutcome,
     SweepCursor,
 )
-from service.repository.tasks import (
+from service.repository.reassign import (
     IdempotencyKey,
+    ReassignStore,
     Replay,
     StoredResponse,
-    TaskStore,
     UpdateOutcome,
 )
+from service.repository.tasks import TaskStore
 
 
-class Repository(TaskStore, OutboxStore, NotificationStore, ActivityStore):
+class Repository(TaskStore, ReassignStore, OutboxStore, NotificationStore, ActivityStore):
     """Data access over an asyncpg pool; raises only ``service.errors`` types."""
 
 

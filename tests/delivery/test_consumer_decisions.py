@@ -22,7 +22,13 @@ from service.email.render import Renderer, parse_address
 from service.metrics import Metrics
 from service.models import OutboxRow
 from service.settings import DeliveryPolicy, HaltPolicy
-from tests.delivery.fakes import FakeDeliveryStore, FakeProvider, accepted, every, outbox_row
+from tests.support.delivery_fakes import (
+    FakeDeliveryStore,
+    FakeProvider,
+    accepted,
+    every,
+    outbox_row,
+)
 
 _HALT_BASE = 5.0
 _BAD_TOKEN = SendResult.halt("postmark HTTP 401: bad token", code="10")

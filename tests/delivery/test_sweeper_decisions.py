@@ -18,7 +18,7 @@ from service.delivery.wakeup import WakeUp
 from service.errors import Unavailable
 from service.metrics import Metrics
 from service.settings import RetentionPolicy, SweepPolicy
-from tests.delivery.fakes import FakeCountsSource, FakePruneTarget, FakeSweepSource
+from tests.support.delivery_fakes import FakeCountsSource, FakePruneTarget, FakeSweepSource
 
 
 class _Queue:

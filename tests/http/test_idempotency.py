@@ -14,7 +14,7 @@ import pytest
 from service.database import create_pool
 from service.models import TaskUpdate
 from service.repository import IdempotencyKey, Replay, Repository, StoredResponse, UpdateOutcome
-from service.repository.tasks import UPDATE_TASKS_ONCE
+from service.repository.reassign import UPDATE_TASKS_ONCE
 from service.settings import Settings
 from tests.support.api import create_task, create_user
 from tests.support.app import app_client, make_settings

@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 
 import service.repository
-from service.repository.tasks import UPDATE_TASKS, UPDATE_TASKS_ONCE
+from service.repository.reassign import UPDATE_TASKS, UPDATE_TASKS_ONCE
 
 _MODULES = [
     *(
