@@ -1,4 +1,4 @@
-"""Command line: ``python -m service [serve|migrate]`` (serve is the default)."""
+"""Command line: ``python -m service [serve|migrate|new-api-key]`` (serve is the default)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from service.app import create_app
 from service.embedded import embedded_postgres
 from service.logs import configure_logging
 from service.migrations import migrate
-from service.settings import Settings
+from service.settings import Settings, new_api_key
 
 logger = logging.getLogger("service")
 
@@ -112,8 +112,13 @@ async def _serve(settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
-    parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
+    parser.add_argument(
+        "command", nargs="?", choices=["serve", "migrate", "new-api-key"], default="serve"
+    )
     args = parser.parse_args(argv)
+    if args.command == "new-api-key":  # needs no configuration
+        sys.stdout.write(f"{new_api_key()}\n")
+        return 0
     try:
         settings = Settings()
     except ValidationError as exc:

@@ -9,6 +9,7 @@ environment anywhere else.
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -68,23 +69,37 @@ class RetentionPolicy:
     interval: float
 
 
+# A guessable key is an open API: production takes none shorter than this.
+PRODUCTION_MIN_KEY_LENGTH = 32
+
 _CALLER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def parse_api_keys(raw: str) -> dict[str, str]:
     """``"billing:k1,reports:k2"`` -> ``{"billing": "k1", "reports": "k2"}``.
 
-    Errors name the position of the bad entry, never the key itself.
+    A name or a key may appear once: one key under two names would make the
+    caller it identifies a matter of order. Errors name the position of the
+    bad entry, never the key itself (tests/http/test_auth.py).
     """
     keys: dict[str, str] = {}
+    positions: dict[str, int] = {}  # key -> the entry that gave it
     for position, entry in enumerate(filter(None, (e.strip() for e in raw.split(","))), 1):
         name, separator, key = entry.partition(":")
         if not separator or not _CALLER_NAME.match(name) or not key:
             raise ValueError(f"API_KEYS entry {position} is not name:key")
         if name in keys:
             raise ValueError(f"API_KEYS names {name!r} twice")
+        if key in positions:
+            raise ValueError(f"API_KEYS entries {positions[key]} and {position} have the same key")
         keys[name] = key
+        positions[key] = position
     return keys
+
+
+def new_api_key() -> str:
+    """A key for API_KEYS: 256 random bits, URL-safe (43 characters)."""
+    return secrets.token_urlsafe(32)
 
 
 class Settings(BaseSettings):
@@ -217,6 +232,13 @@ class Settings(BaseSettings):
         if self.environment == "production":
             if not self.api_key_map:
                 raise ValueError("ENVIRONMENT=production requires API_KEYS")
+            short = [n for n, k in self.api_key_map.items() if len(k) < PRODUCTION_MIN_KEY_LENGTH]
+            if short:
+                raise ValueError(
+                    f"ENVIRONMENT=production requires API_KEYS of at least "
+                    f"{PRODUCTION_MIN_KEY_LENGTH} characters; too short: {', '.join(short)} "
+                    "(python -m service new-api-key makes one)"
+                )
             if self.email_provider in ("console", "file"):
                 raise ValueError(
                     f"ENVIRONMENT=production refuses EMAIL_PROVIDER={self.email_provider}: "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from service.__main__ import _serve, _settle_heap, main
 from service.app import create_app
 from service.lifespan import FatalHandler
 from service.migrations import MIGRATIONS_DIR
-from service.settings import Settings
+from service.settings import PRODUCTION_MIN_KEY_LENGTH, Settings
 from tests.support.app import make_settings
 from tests.support.service_process import free_port
 
@@ -104,6 +105,21 @@ def test_a_bad_configuration_exits_2_naming_each_setting_but_no_value(
     for line, expected in zip(errors, named, strict=True):
         assert line.startswith(f"invalid configuration: {expected}"), errors
     assert "hunter2" not in "\n".join(errors)
+
+
+def test_new_api_key_prints_a_strong_key_without_any_configuration(
+    command_line: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A setting that would make Settings() fail: the command must not read them.
+    command_line.setenv("PORT", "not-a-port")
+    keys = []
+    for _ in range(2):
+        assert main(["new-api-key"]) == 0
+        keys.append(capsys.readouterr().out.strip())
+    assert keys[0] != keys[1]
+    for key in keys:
+        assert len(key) >= PRODUCTION_MIN_KEY_LENGTH
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", key)  # fits API_KEYS' name:key,name:key
 
 
 async def _applied_versions(url: str) -> list[str]:

@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.http.operations import OPERATIONS
+from service.settings import PRODUCTION_MIN_KEY_LENGTH, new_api_key
 from tests.support.app import app_client, make_settings
 from tests.support.settings import settings_from
 
@@ -96,7 +97,9 @@ def test_production_refuses_to_run_open() -> None:
 @pytest.mark.parametrize("provider", ["console", "file"])
 def test_production_refuses_providers_that_do_not_deliver(provider: str) -> None:
     with pytest.raises(ValidationError, match=f"EMAIL_PROVIDER={provider}"):
-        settings_from(environment="production", api_keys=KEYS, email_provider=provider)
+        settings_from(
+            environment="production", api_keys=f"ops:{new_api_key()}", email_provider=provider
+        )
 
 
 @pytest.mark.parametrize("raw", ["nokey", ":key", "a:", "a:1,a:2", "bad name:k"])
@@ -106,6 +109,33 @@ def test_malformed_api_keys_are_refused_without_echoing_keys(raw: str) -> None:
     assert "API_KEYS" in str(caught.value)
     if raw == "a:1,a:2":
         assert "twice" in str(caught.value)
+
+
+def test_one_key_under_two_names_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ValidationError) as caught:
+        settings_from(api_keys="billing:same-key-0123456789,reports:same-key-0123456789")
+    # What the command line prints: the messages, without the input.
+    message = repr(caught.value.errors(include_input=False, include_url=False))
+    assert "API_KEYS entries 1 and 2 have the same key" in message
+    assert "same-key-0123456789" not in message
+
+
+def test_production_refuses_short_keys_naming_them_not_their_keys() -> None:
+    strong = new_api_key()
+    with pytest.raises(ValidationError) as caught:
+        settings_from(
+            environment="production",
+            email_provider="mailpit",
+            api_keys=f"ops:{strong},billing:short-key-0123456789",
+        )
+    message = repr(caught.value.errors(include_input=False, include_url=False))
+    assert f"at least {PRODUCTION_MIN_KEY_LENGTH} characters; too short: billing" in message
+    assert "short-key-0123456789" not in message
+    assert strong not in message
+    settings = settings_from(
+        environment="production", email_provider="mailpit", api_keys=f"ops:{strong}"
+    )
+    assert settings.api_key_map == {"ops": strong}
 
 
 @pytest.mark.parametrize("provider", ["postmark", "resend"])

@@ -21,7 +21,7 @@ from service.settings import Settings
 from tests.support.app import make_settings
 from tests.support.service_process import free_port
 
-API_KEY = "ops-key-0123456789abcdef"
+API_KEY = "ops-key-0123456789abcdef0123456789abcdef"
 SESSION_SECRET = "s" * 40
 _READY_TIMEOUT_SECONDS = 20.0
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
