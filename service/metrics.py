@@ -1,8 +1,29 @@
-"""Prometheus metrics, in a registry of the app's own (no module-level globals)."""
+"""Prometheus metrics, in a registry of the app's own (no module-level globals).
+
+Names follow Prometheus' conventions: a unit suffix on every gauge and histogram
+(``_seconds``, ``_ids``), ``_total`` on counters, no ``_created`` series, and the
+standard process, platform and garbage-collector collectors beside ours. The
+README's metrics table lists exactly what ``/metrics`` exports
+(tests/http/test_metrics_names.py).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import prometheus_client
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+# A ``_created`` series per counter and histogram doubles the series for a
+# timestamp nobody charts; the switch is process-wide in prometheus-client.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -13,6 +34,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.requests = Counter(
             "http_requests", "HTTP requests answered", ["route", "method", "status"], registry=r
         )
@@ -27,10 +51,10 @@ class Metrics:
             "http_requests_in_flight", "HTTP requests being answered", registry=r
         )
         self.queue_used = Gauge(
-            "notification_queue_buffer_used", "Ids waiting in the memory stream", registry=r
+            "notification_queue_waiting_ids", "Ids waiting in the memory stream", registry=r
         )
         self.queue_capacity = Gauge(
-            "notification_queue_capacity", "Capacity of the memory stream", registry=r
+            "notification_queue_capacity_ids", "Ids the memory stream holds at most", registry=r
         )
         self.outbox_rows = Gauge("outbox_rows", "Outbox rows by status", ["status"], registry=r)
         self.oldest_pending_age = Gauge(
@@ -55,7 +79,7 @@ class Metrics:
             registry=r,
         )
         self.provider_halted_seconds = Gauge(
-            "email_provider_halted_seconds",
+            "email_provider_halt_remaining_seconds",
             "Seconds until sending is tried again after an account-level failure (0: sending)",
             registry=r,
         )

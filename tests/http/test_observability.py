@@ -59,8 +59,8 @@ async def test_metrics_report_requests_outbox_and_delivery(
     )
     assert _sample(text, "outbox_rows", status="sent") == 1
     assert _sample(text, "outbox_rows", status="pending") == 0
-    assert _sample(text, "notification_queue_capacity") == 1000
-    assert _sample(text, "email_provider_halted_seconds") == 0
+    assert _sample(text, "notification_queue_capacity_ids") == 1000
+    assert _sample(text, "email_provider_halt_remaining_seconds") == 0
     assert _sample(text, "notification_delivery_latency_seconds_count") == 1
     assert _sample(text, "email_provider_calls_total", provider="postmark", outcome="accepted") == 1
     assert (

@@ -42,7 +42,7 @@ async def test_a_stopped_database_makes_the_service_unready_but_metrics_still_an
         # Prometheus keeps scraping: the process's own metrics do not need the database.
         scrape = await client.get("/metrics")
         assert scrape.status_code == 200
-        assert {"http_requests", "notification_queue_capacity"} <= _metric_names(scrape.text)
+        assert {"http_requests", "notification_queue_capacity_ids"} <= _metric_names(scrape.text)
 
         await stoppable_postgres.start()  # the pool reconnects by itself
         with anyio.fail_after(10):
