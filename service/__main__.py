@@ -1,4 +1,7 @@
-"""Command line: ``python -m service [serve|migrate|new-api-key]`` (serve is the default)."""
+"""Command line: ``task-notify [serve|migrate|check-config|new-api-key]``.
+
+``python -m service`` is the same command; ``serve`` is the default.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +12,17 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 import anyio
+import asyncpg
 from anyio.abc import TaskStatus
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from pydantic import ValidationError
 
 from service.app import create_app
+from service.email.render import parse_address
 from service.embedded import embedded_postgres
 from service.logs import configure_logging
 from service.migrations import migrate
@@ -28,6 +34,8 @@ logger = logging.getLogger("service")
 _SHUTDOWN_MARGIN_SECONDS = 5.0
 # In-flight HTTP requests get this long to finish once shutdown starts.
 _GRACEFUL_TIMEOUT_SECONDS = 5.0
+# check-config waits this long for the database to answer.
+_CHECK_TIMEOUT_SECONDS = 5.0
 
 
 def hypercorn_config(settings: Settings) -> Config:
@@ -110,12 +118,89 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
-    parser.add_argument(
-        "command", nargs="?", choices=["serve", "migrate", "new-api-key"], default="serve"
+_COMMANDS = {
+    "serve": "serve the API and deliver e-mails (the default)",
+    "migrate": "apply the migrations and exit",
+    "check-config": "validate the settings and reach the database; exit 0 if all is well",
+    "new-api-key": "print a strong key for API_KEYS",
+}
+
+
+def _shown(default: object) -> str:
+    """A default as one would write it in the environment."""
+    if default is None:
+        return "unset"
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, timedelta):
+        return f"{int(default.total_seconds())} (seconds)"
+    return str(default)
+
+
+def _settings_help() -> str:
+    """Every setting as its environment variable, with its default."""
+    lines = ["settings (environment variables, or a .env file in the working directory):"]
+    for name, field in Settings.model_fields.items():
+        lines.append(f"  {name.upper():<28} default: {_shown(field.get_default())}")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="task-notify",
+        description="Bulk task updates with background e-mail notifications.",
+        epilog=_settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=list(_COMMANDS),
+        default="serve",
+        help="; ".join(f"{name}: {text}" for name, text in _COMMANDS.items()),
+    )
+    return parser
+
+
+async def _database_problem(url: str) -> str | None:
+    """None if a connection to ``url`` opens; else why not (never the password)."""
+    try:
+        conn = await asyncpg.connect(url, timeout=_CHECK_TIMEOUT_SECONDS)
+    except (OSError, TimeoutError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        return f"{type(e).__name__}: {e}"
+    await conn.close()
+    return None
+
+
+def _check_config(settings: Settings) -> int:
+    """One line per check; 0 when every check passes."""
+    problems: list[str] = []
+    try:
+        parse_address(settings.email_from)
+    except ValueError as exc:
+        problems.append(f"EMAIL_FROM: {exc}")
+    if settings.database_url is None:
+        sys.stdout.write(
+            f"database: DATABASE_URL unset; an embedded PostgreSQL would keep its data "
+            f"in {settings.data_dir}\n"
+        )
+    elif (problem := anyio.run(_database_problem, settings.database_url)) is not None:
+        problems.append(f"DATABASE_URL: cannot connect: {problem}")
+    else:
+        sys.stdout.write("database: reachable\n")
+    for problem in problems:
+        sys.stderr.write(f"check-config: {problem}\n")
+    if not problems:
+        sys.stdout.write(
+            f"configuration ok: ENVIRONMENT={settings.environment}, "
+            f"EMAIL_PROVIDER={settings.email_provider}\n"
+        )
+    return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``task-notify`` command (also ``python -m service``); returns the exit status."""
+    args = _parser().parse_args(argv)
     if args.command == "new-api-key":  # needs no configuration
         sys.stdout.write(f"{new_api_key()}\n")
         return 0
@@ -127,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             where = ".".join(str(part) for part in error["loc"]).upper() or "settings"
             sys.stderr.write(f"invalid configuration: {where}: {error['msg']}\n")
         return 2
+    if args.command == "check-config":
+        return _check_config(settings)
     configure_logging(settings.log_level, settings.log_format)
     with resolved_database(settings) as resolved:
         assert resolved.database_url is not None

@@ -1,5 +1,8 @@
 """Apply the ordered SQL migrations in ``sql/`` exactly once per database.
 
+The wheel carries them as ``service/sql/`` (pyproject.toml); a source tree
+reads the top-level ``sql/`` folder.
+
 Replicas that start together are safe: the whole run holds a PostgreSQL
 advisory lock, so one applies and the others then find nothing to do.
 """
@@ -13,7 +16,15 @@ import asyncpg
 
 logger = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+def _migrations_dir() -> Path:
+    """``sql/`` beside the package in a source tree; ``service/sql/`` in an installed wheel."""
+    package = Path(__file__).resolve().parent
+    installed = package / "sql"
+    return installed if installed.is_dir() else package.parent / "sql"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 # Any constant works; it only has to be the same in every replica.
 _ADVISORY_LOCK_KEY = 0x7A5C_0001
 

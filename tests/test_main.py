@@ -12,6 +12,7 @@ import re
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import anyio
 import asyncpg
@@ -120,6 +121,68 @@ def test_new_api_key_prints_a_strong_key_without_any_configuration(
     for key in keys:
         assert len(key) >= PRODUCTION_MIN_KEY_LENGTH
         assert re.fullmatch(r"[A-Za-z0-9_-]+", key)  # fits API_KEYS' name:key,name:key
+
+
+def test_help_lists_every_setting_with_its_default(
+    command_line: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    shown = capsys.readouterr().out
+    for name in Settings.model_fields:
+        assert re.search(rf"^  {name.upper()} +default: \S", shown, re.MULTILINE), name
+    assert re.search(r"^  BATCH_SIZE +default: 250$", shown, re.MULTILINE)
+    assert re.search(r"^  IDEMPOTENCY_TTL +default: 86400 \(seconds\)$", shown, re.MULTILINE)
+    assert re.search(r"^  API_KEYS +default: unset$", shown, re.MULTILINE)
+    for name in ("serve", "migrate", "check-config", "new-api-key"):
+        assert f"{name}:" in shown
+
+
+def test_check_config_passes_with_a_reachable_database(
+    command_line: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], migrated_database: str
+) -> None:
+    command_line.setenv("DATABASE_URL", migrated_database)
+    assert main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert "database: reachable" in out
+    assert "configuration ok: ENVIRONMENT=development, EMAIL_PROVIDER=console" in out
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql://postgres:hunter2@127.0.0.1:{closed}/test", "ConnectionRefusedError"),
+        ("postgresql://postgres:hunter2@127.0.0.1:{server}/no_such_db_x", "does not exist"),
+        ("mysql://postgres:hunter2@127.0.0.1:{server}/test", "invalid DSN"),
+    ],
+    ids=["closed-port", "missing-database", "wrong-scheme"],
+)
+def test_check_config_fails_naming_the_setting_and_never_the_password(
+    command_line: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    postgres_admin_url: str,
+    url: str,
+    reason: str,
+) -> None:
+    server_port = str(urlsplit(postgres_admin_url).port or 5432)
+    command_line.setenv("DATABASE_URL", url.format(closed=free_port(), server=server_port))
+    assert main(["check-config"]) == 1
+    captured = capsys.readouterr()
+    (line,) = captured.err.splitlines()
+    assert line.startswith("check-config: DATABASE_URL: cannot connect: ")
+    assert reason in line
+    assert "hunter2" not in captured.err + captured.out
+
+
+def test_check_config_fails_on_a_bad_sender_and_names_it(
+    command_line: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command_line.setenv("EMAIL_FROM", "not an address")
+    assert main(["check-config"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("check-config: EMAIL_FROM: not a valid e-mail address")
+    assert "DATABASE_URL unset; an embedded PostgreSQL would keep its data" in captured.out
 
 
 async def _applied_versions(url: str) -> list[str]:

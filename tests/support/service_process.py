@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -53,7 +53,8 @@ class ServiceProcess:
     answers 200 (unless ``wait_until_ready`` is false, for a test of what
     happens before); leaving kills it if it still runs and removes its files
     (unless ``workdir`` was given, e.g. pytest's ``tmp_path``, which keeps
-    the log for a failed test).
+    the log for a failed test). ``command`` runs another entry point, such as
+    an installed ``task-notify``.
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class ServiceProcess:
         workdir: Path | None = None,
         startup_timeout: float = 20.0,
         wait_until_ready: bool = True,
+        command: Sequence[str] = (sys.executable, "-m", "service"),
     ) -> None:
         if "DATABASE_URL" not in env:
             raise ValueError("DATABASE_URL is required (without it an embedded server starts)")
@@ -74,6 +76,7 @@ class ServiceProcess:
         self._owns_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="service-")) if workdir is None else workdir
         self.log_path = self.workdir / f"service-{self.port}.log"
+        self._command = list(command)
         self._process: Process | None = None
 
     @property
@@ -89,7 +92,7 @@ class ServiceProcess:
         with self.log_path.open("wb") as log:
             # The child keeps its own copy of the descriptor.
             self._process = await anyio.open_process(
-                [sys.executable, "-m", "service"],
+                self._command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
