@@ -27,6 +27,7 @@ from service.embedded import embedded_postgres
 from service.logs import configure_logging
 from service.migrations import migrate
 from service.settings import Settings, new_api_key
+from service.startup import check_port_free, startup_failure, wait_for_database
 
 logger = logging.getLogger("service")
 
@@ -90,6 +91,7 @@ def _settle_heap() -> None:
 
 async def _serve(settings: Settings) -> int:
     assert settings.database_url is not None
+    check_port_free(settings.host, settings.port)
     shutdown = anyio.Event()
     fatal: list[str] = []
 
@@ -98,9 +100,11 @@ async def _serve(settings: Settings) -> int:
         shutdown.set()
 
     async with anyio.create_task_group() as tg:
-        # Handlers first: a SIGTERM during migrations still ends the process cleanly.
+        # Handlers first: a SIGTERM while waiting for the database or during
+        # migrations still ends the process cleanly.
         await tg.start(_stop_on_signal, shutdown)
-        await migrate(settings.database_url)
+        if await wait_for_database(settings.database_url, settings.database_wait_seconds, shutdown):
+            await migrate(settings.database_url)
         if not shutdown.is_set():
             app = create_app(settings, on_fatal=on_fatal)
             _settle_heap()
@@ -215,13 +219,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return _check_config(settings)
     configure_logging(settings.log_level, settings.log_format)
+    try:
+        return _run(args.command, settings)
+    except Exception as exc:
+        failed = startup_failure(exc, settings.host, settings.port)
+        if failed is None:
+            raise
+        sys.stderr.write(f"cannot start: {failed}\n")
+        return 1
+
+
+def _run(command: str, settings: Settings) -> int:
     with resolved_database(settings) as resolved:
         assert resolved.database_url is not None
-        if args.command == "migrate":
-            applied = anyio.run(migrate, resolved.database_url)
+        if command == "migrate":
+            applied = anyio.run(_migrate_when_ready, resolved)
             logger.info("migrations applied: %s", ", ".join(applied) or "none pending")
             return 0
         return anyio.run(_serve, resolved)
+
+
+async def _migrate_when_ready(settings: Settings) -> list[str]:
+    assert settings.database_url is not None
+    await wait_for_database(settings.database_url, settings.database_wait_seconds, anyio.Event())
+    return await migrate(settings.database_url)
 
 
 if __name__ == "__main__":

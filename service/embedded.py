@@ -12,14 +12,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from service.errors import StartupFailed
+
 logger = logging.getLogger(__name__)
+
+
+def _check_writable(folder: Path) -> None:
+    """Raise ``StartupFailed`` unless ``folder`` exists (or can be made) and takes files."""
+    probe = folder / ".write-check"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise StartupFailed(
+            f"DATA_DIR: cannot keep the embedded PostgreSQL's data in {folder} "
+            f"({exc.strerror}); make it writable, set DATA_DIR to another folder, "
+            "or set DATABASE_URL"
+        ) from exc
 
 
 @contextmanager
 def embedded_postgres(data_dir: Path) -> Iterator[str]:
     """Start (or join) the server for ``data_dir``; yield its URL; stop it on exit."""
     pgdata = (data_dir / "postgres").resolve()
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    _check_writable(pgdata.parent)
     # pgserver narrates every command it runs at INFO; only its problems matter here.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     with warnings.catch_warnings():

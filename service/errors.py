@@ -12,6 +12,9 @@
     ├── BodyTooLarge              413 body_too_large     the body is over MAX_BODY_BYTES
     └── Unavailable               503 unavailable        the database cannot be reached
 
+``StartupFailed`` stands apart: it is never shown over HTTP, but ends
+start-up with its one-line message and exit status 1.
+
 Every error class of the service lives here. Errors from libraries are
 translated at the edges: asyncpg's in ``repository``, httpx's in the e-mail
 provider modules (which return results instead of raising), so handlers only
@@ -95,3 +98,7 @@ class Unavailable(ServiceError):
 
     status_code = 503
     code = "unavailable"
+
+
+class StartupFailed(Exception):
+    """Start-up cannot go on; the message is one line naming the setting and what to do."""

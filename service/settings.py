@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     db_pool_min_size: int = Field(default=2, ge=1)
     db_pool_max_size: int = Field(default=10, ge=1)
     db_command_timeout: float = Field(default=10.0, gt=0)
+    # Start-up waits this long for a database that does not accept connections
+    # yet (containers start in any order); 0: fail at once. service/startup.py.
+    database_wait_seconds: float = Field(default=30.0, ge=0)
 
     # --- e-mail provider --------------------------------------------------
     email_provider: ProviderName = "console"
@@ -203,6 +206,14 @@ class Settings(BaseSettings):
     dashboard_refresh_seconds: float = Field(default=5.0, ge=1)
     # Unset: Secure cookies in production only (TLS is assumed there).
     dashboard_secure_cookie: bool | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_postgresql(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            # Never echo the value: it may hold a password.
+            raise ValueError("must be a postgresql:// URL (postgresql://user:password@host/db)")
+        return value
 
     @field_validator("api_keys")
     @classmethod

@@ -154,9 +154,9 @@ def test_check_config_passes_with_a_reachable_database(
     [
         ("postgresql://postgres:hunter2@127.0.0.1:{closed}/test", "ConnectionRefusedError"),
         ("postgresql://postgres:hunter2@127.0.0.1:{server}/no_such_db_x", "does not exist"),
-        ("mysql://postgres:hunter2@127.0.0.1:{server}/test", "invalid DSN"),
+        ("postgresql://no_such_role_q:hunter2@127.0.0.1:{server}/test", "does not exist"),
     ],
-    ids=["closed-port", "missing-database", "wrong-scheme"],
+    ids=["closed-port", "missing-database", "unknown-role"],
 )
 def test_check_config_fails_naming_the_setting_and_never_the_password(
     command_line: pytest.MonkeyPatch,
