@@ -42,7 +42,7 @@ async def _service_app(db_url: str, api_key: str, log_path: str) -> AsyncIterato
     )
     with open(log_path, "a") as log:  # noqa: ASYNC230 - set-up, before measuring
         sys.stderr = log
-        configure_logging(settings.log_level, settings.log_format)
+        configure_logging(settings.log_level, settings.log_format or "json")
         app = create_app(settings)
         async with _lifespan(app) as app_with_state:
             yield app_with_state

@@ -13,6 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import TextIO
 
 import anyio
 import asyncpg
@@ -149,6 +150,13 @@ def _settings_help() -> str:
     return "\n".join(lines)
 
 
+def log_format(settings: Settings, stream: TextIO) -> str:
+    """LOG_FORMAT, or by default text on a terminal and JSON lines anywhere else."""
+    if settings.log_format is not None:
+        return settings.log_format
+    return "text" if stream.isatty() else "json"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="task-notify",
@@ -218,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "check-config":
         return _check_config(settings)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, log_format(settings, sys.stderr))
     try:
         return _run(args.command, settings)
     except Exception as exc:

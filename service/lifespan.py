@@ -35,6 +35,7 @@ from service.delivery.wakeup import BacklogBroadcaster, WakeUp, new_instance_id,
 from service.email.ratelimit import RateLimiter
 from service.email.registry import build_provider
 from service.email.render import Renderer, parse_address
+from service.errors import Unavailable
 from service.metrics import Metrics
 from service.repository import Repository
 from service.settings import Settings
@@ -44,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 # Closing the pool waits for connections in use; past this it terminates them.
 _POOL_CLOSE_TIMEOUT_SECONDS = 5.0
+# Shutdown's last line counts what is left, but does not wait long for it.
+_FINAL_COUNT_TIMEOUT_SECONDS = 2.0
 # Readers of outbox counts (/metrics, /readyz, dashboard) share one query this often.
 _OUTBOX_STATS_TTL_SECONDS = 2.0
 
@@ -127,6 +130,23 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
             pool.terminate()
 
 
+async def _log_shutdown(drained_batches: int, repository: Repository) -> None:
+    """The last line of a shutdown: what was drained, and what the next start will send."""
+    left = "unknown (database unavailable)"
+    with anyio.CancelScope(shield=True), anyio.move_on_after(_FINAL_COUNT_TIMEOUT_SECONDS):
+        try:
+            counts = await repository.outbox_counts()
+        except Unavailable:
+            pass
+        else:
+            left = str(counts.by_status.get("pending", 0) + counts.by_status.get("sending", 0))
+    logger.info(
+        "shutdown complete: batches drained: %d; notifications left pending for the next start: %s",
+        drained_batches,
+        left,
+    )
+
+
 def make_lifespan(
     settings: Settings, on_fatal: FatalHandler, metrics: Metrics, pressure: RequestPressure
 ) -> Callable[[Starlette], AbstractAsyncContextManager[AppState]]:
@@ -152,10 +172,13 @@ def make_lifespan(
                 health=state["health"],
                 on_fatal=task_died,
             )
-            async with consumers.running(), anyio.create_task_group() as background:
-                for name, task in parts.background.items():
-                    await background.start(supervised, name, task, state["health"], task_died)
-                yield state
-                background.cancel_scope.cancel()
+            try:
+                async with consumers.running(), anyio.create_task_group() as background:
+                    for name, task in parts.background.items():
+                        await background.start(supervised, name, task, state["health"], task_died)
+                    yield state
+                    background.cancel_scope.cancel()
+            finally:
+                await _log_shutdown(consumers.drain.batches, state["repository"])
 
     return lifespan

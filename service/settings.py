@@ -112,7 +112,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     environment: Literal["development", "production"] = "development"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "text"] = "json"
+    # Unset: text for a person at a terminal, JSON lines for a log collector.
+    log_format: Literal["json", "text"] | None = None
 
     # --- API ----------------------------------------------------------------
     # Comma-separated name:key pairs. Unset: the API is open (refused in production).

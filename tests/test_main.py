@@ -7,6 +7,7 @@ it as a process (tests/e2e/test_process.py).
 from __future__ import annotations
 
 import gc
+import io
 import logging
 import re
 import weakref
@@ -21,13 +22,14 @@ import pytest
 from starlette.applications import Starlette
 
 from service import __main__ as command
-from service.__main__ import _serve, _settle_heap, main
+from service.__main__ import _serve, _settle_heap, log_format, main
 from service.app import create_app
 from service.lifespan import FatalHandler
 from service.migrations import MIGRATIONS_DIR
 from service.settings import PRODUCTION_MIN_KEY_LENGTH, Settings
 from tests.support.app import make_settings
 from tests.support.service_process import free_port
+from tests.support.settings import settings_from
 
 
 class _Node:
@@ -183,6 +185,26 @@ def test_check_config_fails_on_a_bad_sender_and_names_it(
     captured = capsys.readouterr()
     assert captured.err.startswith("check-config: EMAIL_FROM: not a valid e-mail address")
     assert "DATABASE_URL unset; an embedded PostgreSQL would keep its data" in captured.out
+
+
+class _Stream(io.StringIO):
+    def __init__(self, *, terminal: bool) -> None:
+        super().__init__()
+        self._terminal = terminal
+
+    def isatty(self) -> bool:
+        return self._terminal
+
+
+@pytest.mark.parametrize(
+    ("configured", "terminal", "expected"),
+    [(None, True, "text"), (None, False, "json"), ("json", True, "json"), ("text", False, "text")],
+)
+def test_logs_are_text_on_a_terminal_and_json_elsewhere_unless_configured(
+    configured: str | None, terminal: bool, expected: str
+) -> None:
+    settings = settings_from(log_format=configured)
+    assert log_format(settings, _Stream(terminal=terminal)) == expected
 
 
 async def _applied_versions(url: str) -> list[str]:

@@ -73,6 +73,18 @@ async def _gather_batch(receiver: QueueReceiver, batch_size: int, linger: float)
     return batch
 
 
+class DrainCount:
+    """Batches consumers finished after the stream closed (the shutdown's drain)."""
+
+    def __init__(self) -> None:
+        self.closing = False
+        self.batches = 0
+
+    def batch_done(self) -> None:
+        if self.closing:
+            self.batches += 1
+
+
 async def run_consumer(
     receiver: QueueReceiver,
     deliverer: BatchDeliverer,
@@ -80,6 +92,7 @@ async def run_consumer(
     batch_size: int,
     linger: float,
     pressure: RequestPressure,
+    drain: DrainCount | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Deliver batches until the stream ends; per-batch errors are contained."""
@@ -104,6 +117,8 @@ async def run_consumer(
                 await anyio.sleep(_OUTAGE_BACKOFF.delay(consecutive_outages))
             except Exception:
                 logger.exception("batch of %d notifications failed", len(batch))
+            if drain is not None:
+                drain.batch_done()
 
 
 class Consumers:
@@ -125,6 +140,7 @@ class Consumers:
         self._pressure = pressure
         self._health = health
         self._on_fatal = on_fatal
+        self.drain = DrainCount()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -145,6 +161,7 @@ class Consumers:
                     batch_size=self._policy.batch_size,
                     linger=self._policy.linger,
                     pressure=self._pressure,
+                    drain=self.drain,
                 )
                 await consumers.start(
                     supervised,
@@ -158,6 +175,7 @@ class Consumers:
                 yield
             finally:
                 # Drain: no new hints; consumers finish what they hold.
+                self.drain.closing = True
                 await self._queue.close()
                 with anyio.move_on_after(self._policy.drain_seconds):
                     await running.all_done()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections import Counter
 from typing import Any
@@ -132,8 +133,9 @@ async def _start_shutdown(manager: Any, done: anyio.Event) -> None:
 
 
 async def test_shutdown_waits_for_the_batch_in_flight(
-    settings: Settings, db: asyncpg.Connection
+    settings: Settings, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="service.lifespan")
     held = HeldProvider()
     with respx.mock(base_url=POSTMARK_URL) as provider:
         provider.post("/email/batch").mock(side_effect=held)
@@ -149,11 +151,16 @@ async def test_shutdown_waits_for_the_batch_in_flight(
             held.release.set()
     assert shut_down.is_set()
     assert await db.fetchval("SELECT status::text FROM notifications") == "sent"
+    # One last line says what the drain did and what the next start will send.
+    assert caplog.messages[-1] == (
+        "shutdown complete: batches drained: 1; notifications left pending for the next start: 0"
+    )
 
 
 async def test_past_the_drain_deadline_unsent_rows_stay_pending(
-    db_url: str, db: asyncpg.Connection
+    db_url: str, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="service.lifespan")
     settings = make_settings(db_url, drain_seconds=0.1)
     held = HeldProvider()  # never released: the provider hangs
     # respx only counts a call once it has answered, and this one never does.
@@ -167,6 +174,9 @@ async def test_past_the_drain_deadline_unsent_rows_stay_pending(
     assert row["status"] == "pending"
     assert row["lease_token"] is None
     assert "interrupted" in row["last_error"]
+    assert caplog.messages[-1] == (
+        "shutdown complete: batches drained: 0; notifications left pending for the next start: 1"
+    )
 
 
 async def test_an_account_problem_pauses_sending_and_it_resumes_by_itself(
