@@ -36,6 +36,8 @@ logger = logging.getLogger("service")
 _SHUTDOWN_MARGIN_SECONDS = 5.0
 # In-flight HTTP requests get this long to finish once shutdown starts.
 _GRACEFUL_TIMEOUT_SECONDS = 5.0
+# The signals that stop the service (the first one; later ones change nothing).
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # check-config waits this long for the database to answer.
 _CHECK_TIMEOUT_SECONDS = 5.0
 
@@ -60,21 +62,63 @@ def resolved_database(settings: Settings) -> Iterator[Settings]:
         yield settings.model_copy(update={"database_url": url})
 
 
-async def _set_on_first_signal(signals: AsyncIterator[int], shutdown: anyio.Event) -> None:
-    signum = await anext(signals)  # the first one is enough; the stream never ends
-    logger.info("received %s; shutting down", signal.Signals(signum).name)
-    shutdown.set()
+class _HeldSignals:
+    """SIGTERM and SIGINT while the event loop is not watching: noted, never fatal.
+
+    The embedded PostgreSQL starts before the event loop runs and stops after
+    it: a stop signal then must not kill the process half-way, which would
+    leave the server running. It is noted instead, and the process stops as
+    soon as it can (tests/e2e/test_embedded_lifecycle.py).
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._before = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+
+    def install(self) -> None:
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, self._note)
+
+    def restore(self) -> None:
+        """The handlers from before (a test that calls ``main`` gets its own back)."""
+        for signum, handler in self._before.items():
+            signal.signal(signum, handler)
+
+    def _note(self, signum: int, _frame: object) -> None:
+        self.received = signum
 
 
-async def _stop_on_signal(
-    shutdown: anyio.Event, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+async def _watch_signals(
+    shutdown: anyio.Event,
+    drain_seconds: float,
+    served: anyio.Event,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Set ``shutdown`` on the first SIGTERM or SIGINT; return once it is set, by either."""
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    """The first stop signal sets ``shutdown``; later ones are noted and change nothing.
+
+    The drain is bounded already, and a process killed during it would leave
+    an embedded PostgreSQL running. Watches until ``served`` is set.
+    """
+
+    async def take(signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not shutdown.is_set():
+                logger.info("received %s; shutting down", name)
+                shutdown.set()
+            else:
+                logger.warning(
+                    "received %s again; already shutting down (the drain ends within %g s)",
+                    name,
+                    drain_seconds,
+                )
+
+    with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_set_on_first_signal, signals, shutdown)
+            tg.start_soon(take, signals)
             task_status.started()
-            await shutdown.wait()
+            await served.wait()
             tg.cancel_scope.cancel()
 
 
@@ -90,10 +134,10 @@ def _settle_heap() -> None:
     gc.freeze()
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(settings: Settings, held: _HeldSignals) -> int:
     assert settings.database_url is not None
     check_port_free(settings.host, settings.port)
-    shutdown = anyio.Event()
+    shutdown, served = anyio.Event(), anyio.Event()
     fatal: list[str] = []
 
     def on_fatal(name: str) -> None:
@@ -101,9 +145,12 @@ async def _serve(settings: Settings) -> int:
         shutdown.set()
 
     async with anyio.create_task_group() as tg:
-        # Handlers first: a SIGTERM while waiting for the database or during
-        # migrations still ends the process cleanly.
-        await tg.start(_stop_on_signal, shutdown)
+        # The watcher first: a signal while waiting for the database or during
+        # migrations still ends the process cleanly, and so does one that came
+        # before the event loop ran.
+        await tg.start(_watch_signals, shutdown, settings.drain_seconds, served)
+        if held.received is not None:
+            shutdown.set()
         if await wait_for_database(settings.database_url, settings.database_wait_seconds, shutdown):
             await migrate(settings.database_url)
         if not shutdown.is_set():
@@ -111,12 +158,12 @@ async def _serve(settings: Settings) -> int:
             _settle_heap()
             logger.info("serving on http://%s:%d", settings.host, settings.port)
             await serve(app, hypercorn_config(settings), shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
-        # The signal watcher ends on this event, not by cancelling this task group:
+        # The watcher ends on this event, not by cancelling this task group:
         # when a dead background task ends serve(), hypercorn leaves this task's
         # cancellation count raised (asyncio.TaskGroup, Python 3.11), and anyio
         # would let our own cancellation escape as CancelledError instead of the
         # exit code 1 below (tests/test_main.py).
-        shutdown.set()
+        served.set()
     if fatal:
         logger.critical("stopped because background task(s) died: %s", ", ".join(fatal))
         return 1
@@ -238,13 +285,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(command: str, settings: Settings) -> int:
-    with resolved_database(settings) as resolved:
-        assert resolved.database_url is not None
-        if command == "migrate":
-            applied = anyio.run(_migrate_when_ready, resolved)
-            logger.info("migrations applied: %s", ", ".join(applied) or "none pending")
-            return 0
-        return anyio.run(_serve, resolved)
+    held = _HeldSignals()
+    held.install()
+    try:
+        with resolved_database(settings) as resolved:
+            assert resolved.database_url is not None
+            if command == "migrate":
+                applied = anyio.run(_migrate_when_ready, resolved)
+                logger.info("migrations applied: %s", ", ".join(applied) or "none pending")
+                return 0
+            try:
+                return anyio.run(_serve, resolved, held)
+            finally:
+                # The event loop gave the signals back to their defaults (which
+                # kill): hold them again while the embedded server stops.
+                held.install()
+    finally:
+        for signum in _STOP_SIGNALS:
+            signal.signal(
+                signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+            )
 
 
 async def _migrate_when_ready(settings: Settings) -> list[str]:

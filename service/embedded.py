@@ -6,7 +6,9 @@ package ships the binaries) with data under DATA_DIR, kept between runs.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +17,9 @@ from pathlib import Path
 from service.errors import StartupFailed
 
 logger = logging.getLogger(__name__)
+
+# pgserver's list of the processes holding a server, in its data directory.
+_HOLDERS_FILE = ".handle_pids.json"
 
 
 def _check_writable(folder: Path) -> None:
@@ -30,6 +35,41 @@ def _check_writable(folder: Path) -> None:
             f"({exc.strerror}); make it writable, set DATA_DIR to another folder, "
             "or set DATABASE_URL"
         ) from exc
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, and someone else's
+        return True
+    return True
+
+
+def _forget_dead_holders(pgdata: Path) -> None:
+    """Drop processes that died holding the server from pgserver's list of holders.
+
+    pgserver stops the server when the last process in its list lets go. A
+    process killed outright (kill -9, OOM) stays listed, and then no later
+    process is ever the last one: the server would outlive every later run.
+    """
+    holders = pgdata / _HOLDERS_FILE
+    try:
+        pids = json.loads(holders.read_text())
+    except FileNotFoundError:
+        return
+    except ValueError:
+        pids = []  # unreadable: nobody can be counted on to be alive
+    alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+    if alive != pids:
+        holders.write_text(json.dumps(alive))
+        logger.warning(
+            "the embedded PostgreSQL in %s was held by %d process(es) that no longer run; "
+            "forgotten, so the server stops with this one",
+            pgdata,
+            len(pids) - len(alive),
+        )
 
 
 @contextmanager
@@ -50,6 +90,11 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
                 "DATABASE_URL is not set and the embedded PostgreSQL (pgserver) is not "
                 "available on this platform; set DATABASE_URL"
             ) from exc
+        from pgserver.postgres_server import PostgresServer
+
+        with PostgresServer._lock:  # the lock pgserver keeps its list of holders under
+            _forget_dead_holders(pgdata)
+        logger.info("starting the embedded PostgreSQL with data in %s", pgdata)
         # 'stop' stops the server when the last process using it lets go, and
         # keeps the data directory for the next run.
         server = get_server(pgdata, cleanup_mode="stop")

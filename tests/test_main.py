@@ -22,7 +22,7 @@ import pytest
 from starlette.applications import Starlette
 
 from service import __main__ as command
-from service.__main__ import _serve, _settle_heap, log_format, main
+from service.__main__ import _HeldSignals, _serve, _settle_heap, log_format, main
 from service.app import create_app
 from service.lifespan import FatalHandler
 from service.migrations import MIGRATIONS_DIR
@@ -259,7 +259,7 @@ async def test_a_dead_background_task_stops_the_server_with_exit_code_1(
     exit_codes: list[int] = []
 
     async def serve() -> None:
-        exit_codes.append(await _serve(settings))
+        exit_codes.append(await _serve(settings, _HeldSignals()))
 
     try:
         with anyio.fail_after(30):
