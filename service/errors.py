@@ -10,7 +10,8 @@
     ├── NotFound                  404 not_found          the addressed resource does not exist
     ├── Conflict                  409 conflict           e.g. a duplicate e-mail address
     ├── BodyTooLarge              413 body_too_large     the body is over MAX_BODY_BYTES
-    └── Unavailable               503 unavailable        the database cannot be reached
+    └── Unavailable               503 unavailable        the database cannot be reached or
+                                                         refuses connections (with Retry-After)
 
 Every error class of the service lives here. Errors from libraries are
 translated at the edges: asyncpg's in ``repository``, httpx's in the e-mail
@@ -21,6 +22,10 @@ ever see this tree, and ``service.app`` turns it into the JSON error body.
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+# How long a caller is told to wait after a 503 (the Retry-After header): the
+# pool reconnects on the next request, so a short outage costs one retry.
+UNAVAILABLE_RETRY_AFTER_SECONDS = 2
 
 
 class ServiceError(Exception):
@@ -40,6 +45,10 @@ class ServiceError(Exception):
         if self.details is not None:
             error["details"] = self.details
         return {"error": error}
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the error response carries besides the body."""
+        return {}
 
 
 class InvalidInput(ServiceError):
@@ -91,7 +100,14 @@ class BodyTooLarge(ServiceError):
 
 
 class Unavailable(ServiceError):
-    """The database cannot be reached or is restarting; try again shortly."""
+    """The database cannot be reached, refuses connections or is restarting."""
 
     status_code = 503
     code = "unavailable"
+
+    def __init__(self, message: str, details: Any = None, *, reason: str = "unreachable") -> None:
+        super().__init__(message, details)
+        self.reason = reason  # short, for /readyz: "connections not allowed"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)}
