@@ -56,6 +56,8 @@ _CLIENT_SIDE_OUTAGES: tuple[type[Exception], ...] = (
 )
 # Whatever a connection or a statement may raise that can mean an outage.
 _CANDIDATES: tuple[type[Exception], ...] = (asyncpg.PostgresError, *_CLIENT_SIDE_OUTAGES)
+# What a statement on a connection the server has closed may raise besides.
+_STATEMENT_CANDIDATES: tuple[type[Exception], ...] = (*_CANDIDATES, asyncpg.InternalClientError)
 
 
 def outage_reason(exc: BaseException) -> str:
@@ -105,8 +107,11 @@ class Store:
         conn = await self._acquire()
         try:
             yield conn
-        except _CANDIDATES as exc:
-            if _is_statement_outage(exc):
+        except _STATEMENT_CANDIDATES as exc:
+            # A session the server ended while the connection sat idle fails its
+            # next statement in one of several ways (asyncpg may even find its
+            # protocol state confused), but the connection is closed by then.
+            if _is_statement_outage(exc) or conn.is_closed():
                 raise _unavailable(exc) from exc
             raise
         finally:
