@@ -23,6 +23,7 @@ from service.http.openapi import build_openapi
 from service.http.operations import OPERATIONS, build_routes, open_paths
 from service.http.request_id import RequestIdMiddleware
 from service.http.responses import JSONResponse, error_response
+from service.http.unexpected_errors import UnexpectedErrorMiddleware
 from service.lifespan import FatalHandler, make_lifespan
 from service.metrics import Metrics
 from service.settings import Settings
@@ -46,12 +47,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     codes = {404: "not_found", 405: "method_not_allowed"}
     body = {"error": {"code": codes.get(exc.status_code, "http_error"), "message": exc.detail}}
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-
-async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    body = {"error": {"code": "internal", "message": "internal server error"}}
-    return JSONResponse(body, status_code=500)
 
 
 def _keyless_paths(settings: Settings) -> frozenset[str]:
@@ -78,7 +73,9 @@ def create_app(settings: Settings, on_fatal: FatalHandler = _log_fatal) -> Starl
     app = Starlette(
         routes=routes,
         middleware=[
+            # Outermost of ours: every response below, a 500 included, gets the id.
             Middleware(RequestIdMiddleware),
+            Middleware(UnexpectedErrorMiddleware),
             Middleware(ObservabilityMiddleware, metrics=metrics, routes=routes, pressure=pressure),
             Middleware(AuthMiddleware, keys=keys, open_paths=keyless_paths),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
@@ -86,7 +83,6 @@ def create_app(settings: Settings, on_fatal: FatalHandler = _log_fatal) -> Starl
         exception_handlers={
             ServiceError: _service_error,
             HTTPException: _http_error,
-            Exception: _unexpected_error,
         },
         lifespan=make_lifespan(settings, on_fatal, metrics, pressure),
     )

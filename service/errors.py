@@ -10,7 +10,8 @@
     ├── NotFound                  404 not_found          the addressed resource does not exist
     ├── Conflict                  409 conflict           e.g. a duplicate e-mail address
     ├── BodyTooLarge              413 body_too_large     the body is over MAX_BODY_BYTES
-    └── Unavailable               503 unavailable        the database cannot be reached
+    └── Unavailable               503 unavailable        the database cannot be reached or
+                                                         refuses connections (with Retry-After)
 
 ``StartupFailed`` stands apart: it is never shown over HTTP, but ends
 start-up with its one-line message and exit status 1.
@@ -24,6 +25,10 @@ ever see this tree, and ``service.app`` turns it into the JSON error body.
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+# How long a caller is told to wait after a 503 (the Retry-After header): the
+# pool reconnects on the next request, so a short outage costs one retry.
+UNAVAILABLE_RETRY_AFTER_SECONDS = 2
 
 
 class ServiceError(Exception):
@@ -43,6 +48,10 @@ class ServiceError(Exception):
         if self.details is not None:
             error["details"] = self.details
         return {"error": error}
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the error response carries besides the body."""
+        return {}
 
 
 class InvalidInput(ServiceError):
@@ -94,10 +103,17 @@ class BodyTooLarge(ServiceError):
 
 
 class Unavailable(ServiceError):
-    """The database cannot be reached or is restarting; try again shortly."""
+    """The database cannot be reached, refuses connections or is restarting."""
 
     status_code = 503
     code = "unavailable"
+
+    def __init__(self, message: str, details: Any = None, *, reason: str = "unreachable") -> None:
+        super().__init__(message, details)
+        self.reason = reason  # short, for /readyz: "connections not allowed"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)}
 
 
 class StartupFailed(Exception):

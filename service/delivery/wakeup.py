@@ -24,7 +24,16 @@ from service.errors import Unavailable
 logger = logging.getLogger(__name__)
 
 _Listener = Callable[[Any, int, str, Any], None]
-_CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# Any of these means the connection is gone or refused: reconnect with backoff.
+# InternalClientError: a session the server ended can confuse asyncpg's
+# protocol state on the next statement (tests/repository/test_outage_errors.py).
+_CONNECTION_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 CHANNEL = "notifications_backlog"
 

@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from service.errors import ServiceError
+from service.errors import UNAVAILABLE_RETRY_AFTER_SECONDS, ServiceError, Unavailable
 from service.http.responses import JSONResponse
 from service.models import ProviderState, QueueState, Readiness
 from service.state import app_state
@@ -32,8 +32,8 @@ async def readyz(request: Request) -> JSONResponse:
     with anyio.move_on_after(_READINESS_TIMEOUT_SECONDS) as ping:
         try:
             await state["repository"].ping()
-        except ServiceError as exc:
-            database = f"unavailable: {exc.message}"
+        except Unavailable as exc:
+            database = f"unavailable: {exc.reason}"
     if ping.cancelled_caught:
         database = "unavailable: no answer in time"
     provider = ProviderState(state="ok")
@@ -52,7 +52,9 @@ async def readyz(request: Request) -> JSONResponse:
     )
     # exclude_none: an ok provider carries no reason or retry time.
     return JSONResponse(
-        body.model_dump_json(exclude_none=True).encode(), status_code=200 if ready else 503
+        body.model_dump_json(exclude_none=True).encode(),
+        status_code=200 if ready else 503,
+        headers=None if ready else {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
     )
 
 

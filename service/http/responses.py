@@ -23,4 +23,9 @@ class JSONResponse(Response):
 
 
 def error_response(error: ServiceError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error.to_body(), status_code=error.status_code, headers=headers)
+    """The error's JSON body and status, with the error's own headers (a 503's Retry-After)."""
+    return JSONResponse(
+        error.to_body(),
+        status_code=error.status_code,
+        headers={**error.headers(), **(headers or {})},
+    )

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.app import create_app
+from service.errors import UNAVAILABLE_RETRY_AFTER_SECONDS
 from tests.support.app import app_client, make_settings
 from tests.support.settings import settings_from
 from tests.support.throwaway_postgres import ThrowawayPostgres
@@ -36,7 +37,13 @@ async def test_a_stopped_database_makes_the_service_unready_but_metrics_still_an
         assert response.status_code == 503, response.text
         body = response.json()
         assert body["status"] == "unavailable"
-        assert body["database"] == "unavailable: the database is unavailable; try again shortly"
+        # Refused, or (if the probe found a pooled connection the shutdown closed) lost.
+        assert body["database"] in {
+            "unavailable: connection refused",
+            "unavailable: connection lost",
+            "unavailable: terminated by an administrator or a shutdown",
+        }
+        assert response.headers["Retry-After"] == str(UNAVAILABLE_RETRY_AFTER_SECONDS)
         assert body["background_tasks"] == "ok"  # an outage is not a dead task
 
         # Prometheus keeps scraping: the process's own metrics do not need the database.
@@ -105,7 +112,7 @@ async def test_an_unexpected_error_is_a_plain_500_and_is_logged(
     app.router.routes.append(Route("/fails", _fails))  # a handler with a bug
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://service.test") as client:
-        with caplog.at_level(logging.ERROR, logger="service.app"):
+        with caplog.at_level(logging.ERROR, logger="service.http.unexpected_errors"):
             response = await client.get("/fails")
     assert response.status_code == 500
     assert response.json() == {"error": {"code": "internal", "message": "internal server error"}}
