@@ -203,10 +203,13 @@ def _body(op: Operation, schemas: _Schemas, settings: Settings) -> dict[str, Any
     if schema.get("type") == "array":
         # The request's limit is a setting, so the schema is the running service's.
         schema = {**schema, "maxItems": settings.update_max_items}
+    media: dict[str, Any] = {"schema": schema}
+    if op.body_examples:
+        media["examples"] = {name: {"value": value} for name, value in op.body_examples.items()}
     return {
         "required": op.body_required,
         "description": "JSON (application/json).",
-        "content": {"application/json": {"schema": schema}},
+        "content": {"application/json": media},
     }
 
 

