@@ -161,15 +161,15 @@ def _parameters(op: Operation, schemas: _Schemas) -> list[dict[str, Any]]:
         query_schema = op.query.model_json_schema(ref_template=_SCHEMA_REF, mode="validation")
         required = set(query_schema.get("required", []))
         for name, prop in query_schema.get("properties", {}).items():
-            field_info = op.query.model_fields[name]
-            parameter = {
-                "name": name,
-                "in": "query",
-                "required": name in required,
-                "description": field_info.description or prop.get("title", name),
-                "schema": _optional_parameter(prop),
-            }
-            parameters.append(parameter)
+            parameters.append(
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": name in required,
+                    "description": op.query_descriptions[name],
+                    "schema": _optional_parameter(prop),
+                }
+            )
     for header in op.headers:
         parameters.append(
             {

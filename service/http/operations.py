@@ -87,6 +87,8 @@ class Operation:
     # of schemathesis; each must pass the body's schema (the linter checks).
     body_examples: dict[str, Any] = field(default_factory=dict)
     query: type[BaseModel] | None = None
+    # What each query parameter means, for the document.
+    query_descriptions: dict[str, str] = field(default_factory=dict)
     path_params: dict[str, Any] = field(default_factory=dict)
     headers: tuple[Header, ...] = ()
     failures: tuple[Failure, ...] = ()
@@ -255,6 +257,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "`next_cursor` is null on the last page.",
         {200: NotificationPage},
         query=NotificationQuery,
+        query_descriptions={
+            "status": "Only notifications in this status (`dead`: the dead letters).",
+            "recipient": "Only notifications to this address (case-insensitive).",
+            "limit": "At most this many per page.",
+            "cursor": "The `next_cursor` of the previous page; opaque, issued by this service.",
+        },
         failures=(INVALID,),
         tag="notifications",
     ),

