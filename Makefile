@@ -3,6 +3,7 @@
 #   make test       lint, type-check and run the whole test suite
 #   make test-fast  ruff and the tests that need no database, browser or process (seconds)
 #   make screenshot refresh docs/dashboard.png (the suite itself never writes into the tree)
+#   make fuzz       schemathesis against a real service process, far longer than in `make test`
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -11,7 +12,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP     := $(VENV)/.installed-dev
 
-.PHONY: run test test-fast screenshot lint install bench clean
+.PHONY: run test test-fast fuzz screenshot lint install bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +53,15 @@ test: lint
 test-fast: $(STAMP)
 	$(BIN)/ruff check service tests bench
 	$(BIN)/python -m pytest -q -m "not db and not browser and not e2e"
+
+# The schemathesis test of `make test` (25 examples per operation and phase,
+# fixed seed) with many more examples; FUZZ_EXAMPLES and FUZZ_SEED change them.
+FUZZ_EXAMPLES ?= 500
+FUZZ_SEED     ?= 20261128
+fuzz: $(STAMP)
+	SCHEMATHESIS_MAX_EXAMPLES=$(FUZZ_EXAMPLES) SCHEMATHESIS_SEED=$(FUZZ_SEED) \
+		SCHEMATHESIS_TIMEOUT=3600 \
+		$(BIN)/python -m pytest -q -s tests/e2e/test_schemathesis.py
 
 # The README's picture of the dashboard: the browser tour, saved into docs/.
 screenshot: $(STAMP)

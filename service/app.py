@@ -86,7 +86,7 @@ def create_app(settings: Settings, on_fatal: FatalHandler = _log_fatal) -> Starl
         },
         lifespan=make_lifespan(settings, on_fatal, metrics, pressure),
     )
-    document = build_openapi(OPERATIONS, title=TITLE, version=__version__, secured=keys.enabled)
+    document = build_openapi(OPERATIONS, settings, title=TITLE, version=__version__)
     app.state.openapi_json = orjson.dumps(document)
     app.state.api_docs_html = render_api_docs(document)
     return app

@@ -34,11 +34,15 @@ class _Request(BaseModel):
 
 
 class CreateUser(_Request):
+    """A person tasks can be assigned to; the e-mail address is unique."""
+
     email: EmailStr = Field(max_length=320)
     name: str = Field(min_length=1, max_length=200)
 
 
 class CreateTask(_Request):
+    """A new task, optionally assigned; creating it e-mails nobody."""
+
     title: Title
     assignee_id: Id | None = None
     status: TaskStatus = "open"
@@ -75,6 +79,8 @@ update_tasks_adapter: TypeAdapter[list[TaskUpdate]] = TypeAdapter(UpdateTasksBod
 
 
 class User(BaseModel):
+    """A person tasks can be assigned to."""
+
     id: int
     email: str
     name: str
@@ -82,6 +88,8 @@ class User(BaseModel):
 
 
 class Task(BaseModel):
+    """A task as it is now."""
+
     id: int
     title: str
     status: TaskStatus
@@ -92,12 +100,16 @@ class Task(BaseModel):
 
 
 class UpdateTasksResult(BaseModel):
+    """The updated tasks and the notifications queued for their new assignees."""
+
     updated: list[Task]
     notifications: list[UUID]
     message: str
 
 
 class Notification(BaseModel):
+    """One e-mail to one recipient about the tasks one update gave them."""
+
     id: UUID
     recipient: str
     status: NotificationStatus
@@ -132,6 +144,8 @@ class NotificationQuery(BaseModel):
 
 
 class NotificationPage(BaseModel):
+    """A page of notifications, newest first; next_cursor is null on the last."""
+
     items: list[Notification]
     next_cursor: str | None
 
@@ -143,10 +157,14 @@ class RetryDeadRequest(_Request):
 
 
 class RetryDeadResult(BaseModel):
+    """How many dead notifications were put back to pending."""
+
     retried: int
 
 
 class ErrorDetail(BaseModel):
+    """What went wrong: a stable code, a message, and details."""
+
     code: str
     message: str
     # Validation errors: a list of {field, message, type}; others: any JSON.
@@ -160,17 +178,23 @@ class ErrorBody(BaseModel):
 
 
 class ProviderState(BaseModel):
+    """Whether the e-mail provider is being sent to or halted."""
+
     state: Literal["ok", "halted"]
     reason: str | None = None
     retry_in_seconds: float | None = None
 
 
 class QueueState(BaseModel):
+    """How full the in-memory hand-over stream is."""
+
     used: int
     capacity: int
 
 
 class Readiness(BaseModel):
+    """The database, the background tasks, the provider and the stream."""
+
     status: Literal["ready", "unavailable"]
     database: str
     background_tasks: str | dict[str, str]

@@ -9,6 +9,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 
 def render_api_docs(document: dict[str, Any]) -> str:
+    """The page: operations by tag, with parameters, bodies and every response."""
     environment = Environment(
         loader=PackageLoader("service", "templates"), autoescape=select_autoescape(["html"])
     )
@@ -22,17 +23,21 @@ def render_api_docs(document: dict[str, Any]) -> str:
                     "path": path,
                     "operation_id": op["operationId"],
                     "summary": op["summary"],
+                    "description": op["description"],
                     "tag": op["tags"][0],
                     "open": op.get("security") == [],
                     "parameters": op["parameters"],
                     "body": json.dumps(body.get("schema"), indent=2) if body else None,
-                    "responses": list(op["responses"]),
+                    "responses": {
+                        status: response["description"]
+                        for status, response in op["responses"].items()
+                    },
                     "response_schemas": json.dumps(op["responses"], indent=2),
                 }
             )
     return environment.get_template("api_docs.html").render(
         info=document["info"],
-        secured=bool(document.get("security")),
+        secured=any(op["open"] is False for op in operations),
         operations=operations,
         components=json.dumps(document["components"]["schemas"], indent=2),
     )
