@@ -56,13 +56,14 @@ def _forget_dead_holders(pgdata: Path) -> None:
     """
     holders = pgdata / _HOLDERS_FILE
     try:
-        pids = json.loads(holders.read_text())
+        listed = json.loads(holders.read_text())
     except FileNotFoundError:
         return
     except ValueError:
-        pids = []  # unreadable: nobody can be counted on to be alive
+        listed = None  # unreadable: nobody on it can be counted on to be alive
+    pids = listed if isinstance(listed, list) else []
     alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
-    if alive != pids:
+    if alive != listed:
         holders.write_text(json.dumps(alive))
         logger.warning(
             "the embedded PostgreSQL in %s was held by %d process(es) that no longer run; "

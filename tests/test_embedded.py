@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from service.__main__ import main
-from service.embedded import embedded_postgres
+from service.embedded import _forget_dead_holders, embedded_postgres
 
 
 @pytest.mark.db  # starts a PostgreSQL of its own, so make test-fast leaves it out
@@ -43,3 +45,23 @@ def test_without_pgserver_the_error_says_to_set_database_url(
     ):
         pytest.fail("no server can have started")
     assert isinstance(raised.value.__cause__, ImportError)
+
+
+def test_holders_that_no_longer_run_are_forgotten(tmp_path: Path) -> None:
+    gone = _exited_pid()
+    holders = tmp_path / ".handle_pids.json"
+    holders.write_text(json.dumps([1, gone]))  # init runs; the other exited
+    _forget_dead_holders(tmp_path)
+    assert json.loads(holders.read_text()) == [1]
+    holders.write_text("not json")
+    _forget_dead_holders(tmp_path)
+    assert json.loads(holders.read_text()) == []
+    holders.unlink()
+    _forget_dead_holders(tmp_path)  # no list yet: nothing to do
+    assert not holders.exists()
+
+
+def _exited_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid

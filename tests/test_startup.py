@@ -6,6 +6,7 @@ directory with only the settings given here, and reads what a person would see.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -14,11 +15,12 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
+import asyncpg
 import pytest
 
 from service.errors import StartupFailed
 from service.settings import Settings
-from service.startup import wait_for_database
+from service.startup import _refusal, check_port_free, startup_failure, wait_for_database
 from tests.support.service_process import free_port
 from tests.support.throwaway_postgres import ThrowawayPostgres
 
@@ -145,3 +147,32 @@ async def test_waiting_stops_at_shutdown_and_refusals_do_not_wait(
         assert not await wait_for_database(closed, 30, shutdown)
     with anyio.fail_after(5), pytest.raises(StartupFailed, match="does not exist"):
         await wait_for_database(_with(migrated_database, database="nope_q"), 30, shutdown)
+
+
+def test_a_port_check_leaves_what_it_cannot_judge_to_the_server() -> None:
+    check_port_free("127.0.0.1", 0)  # any free port: nothing to check
+    check_port_free("no-such-host.invalid", free_port())  # the server reports it
+    with pytest.raises(OSError, match="assign") as raised:  # not a port in use: not ours
+        check_port_free("192.0.2.1", free_port())  # TEST-NET: no local address
+    assert raised.value.errno == errno.EADDRNOTAVAIL
+
+
+def test_the_one_line_failure_is_found_inside_exception_groups() -> None:
+    in_use = OSError(errno.EADDRINUSE, "Address already in use")
+    found = startup_failure(ExceptionGroup("serving", [ValueError(), in_use]), "0.0.0.0", 8000)
+    assert str(found) == (
+        "PORT: cannot listen on 0.0.0.0:8000 (Address already in use); stop the process "
+        "that holds it, or set PORT (or HOST) to another"
+    )
+    failed = StartupFailed("DATABASE_URL: no")
+    nested = ExceptionGroup("outer", [ExceptionGroup("inner", [failed])])
+    assert startup_failure(nested, "h", 1) is failed
+    assert startup_failure(ExceptionGroup("other", [ValueError("bug")]), "h", 1) is None
+
+
+def test_an_unexpected_refusal_still_names_the_setting() -> None:
+    refusal = _refusal(asyncpg.ProtocolViolationError("unexpected message"))
+    assert str(refusal) == (
+        "DATABASE_URL: cannot connect (ProtocolViolationError: unexpected message); "
+        "expected postgresql://user:password@host:port/database"
+    )
