@@ -7,8 +7,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# What is installed: the runtime dependencies only (make run), or the
-# development tools as well (everything else).
+# What is installed: the runtime dependencies and the embedded PostgreSQL
+# (make run), or the development tools as well (everything else). The
+# container image installs the runtime dependencies alone.
 RUN_STAMP := $(VENV)/.installed-run
 STAMP     := $(VENV)/.installed-dev
 
@@ -19,11 +20,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[embedded]'
 	touch $(RUN_STAMP)
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,embedded]'
 	touch $(STAMP) $(RUN_STAMP)
 
 install: $(STAMP)
@@ -71,7 +72,7 @@ screenshot: $(STAMP)
 # Benchmarks against baselines run in the same session (docs/BENCHMARKS.md).
 # They need wrk (apt-get install wrk) for the API benchmark.
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,embedded,bench]'
 	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.delivery
 	$(BIN)/python -m bench.memory

@@ -87,9 +87,10 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
         try:
             from pgserver.postgres_server import get_server  # only this path needs it
         except ImportError as exc:
-            raise RuntimeError(
+            raise StartupFailed(
                 "DATABASE_URL is not set and the embedded PostgreSQL (pgserver) is not "
-                "available on this platform; set DATABASE_URL"
+                "installed (the 'embedded' extra; it has no wheel for some platforms); "
+                "set DATABASE_URL"
             ) from exc
         from pgserver.postgres_server import PostgresServer
 

@@ -11,6 +11,7 @@ import pytest
 
 from service.__main__ import main
 from service.embedded import _forget_dead_holders, embedded_postgres
+from service.errors import StartupFailed
 
 
 @pytest.mark.db  # starts a PostgreSQL of its own, so make test-fast leaves it out
@@ -37,10 +38,11 @@ def test_without_database_url_the_service_runs_its_own_postgres_and_keeps_the_da
 def test_without_pgserver_the_error_says_to_set_database_url(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # As on a platform pgserver ships no wheel for: the import fails.
+    # As where the 'embedded' extra is not installed (the container image), or
+    # on a platform pgserver ships no wheel for: the import fails.
     monkeypatch.setitem(sys.modules, "pgserver.postgres_server", None)
     with (
-        pytest.raises(RuntimeError, match="set DATABASE_URL") as raised,
+        pytest.raises(StartupFailed, match="set DATABASE_URL") as raised,
         embedded_postgres(tmp_path),
     ):
         pytest.fail("no server can have started")
@@ -65,3 +67,20 @@ def _exited_pid() -> int:
     child = subprocess.Popen(["true"])
     child.wait()
     return child.pid
+
+
+def test_without_pgserver_and_database_url_the_service_refuses_in_one_line(
+    command_line: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    command_line.setitem(sys.modules, "pgserver.postgres_server", None)
+    command_line.setenv("DATA_DIR", str(tmp_path / "data"))
+    command_line.setenv("LOG_FORMAT", "text")
+
+    assert main(["serve"]) == 1
+
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "cannot start: DATABASE_URL is not set and the embedded PostgreSQL (pgserver) is "
+        "not installed (the 'embedded' extra; it has no wheel for some platforms); "
+        "set DATABASE_URL"
+    ], err
