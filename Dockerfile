@@ -9,7 +9,8 @@
 # migrations from <package dir>/../sql. `python -m service` run from /app
 # imports /app/service (the working directory comes first on sys.path).
 #
-# Checked statically by tests/test_container_files.py.
+# Checked statically by tests/test_container_files.py; built with podman (or
+# Docker) and run by tests/e2e/test_container.py.
 
 FROM python:3.11-slim-bookworm AS deps
 
@@ -20,8 +21,9 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 WORKDIR /build
 COPY pyproject.toml ./
-# [project.dependencies] only: a requirements file keeps extras such as
-# pydantic[email] away from shell globbing. No compiler is installed, so a
+# [project.dependencies] only, so no embedded PostgreSQL (the 'embedded'
+# extra): a requirements file keeps extras such as pydantic[email] away from
+# shell globbing. No compiler is installed, so a
 # dependency without a wheel for this platform fails here, loudly.
 RUN /opt/venv/bin/python -c "import pathlib, tomllib; deps = tomllib.loads(pathlib.Path('pyproject.toml').read_text())['project']['dependencies']; pathlib.Path('requirements.txt').write_text('\n'.join(deps) + '\n')" \
  && /opt/venv/bin/pip install --requirement requirements.txt
@@ -56,6 +58,12 @@ COPY sql/ ./sql/
 RUN python -m compileall -q service \
  && mkdir -p /app/.data \
  && chown app:app /app/.data
+
+# The file e-mail provider's folder (and an embedded database's, which this
+# image cannot run: pgserver is the optional 'embedded' extra, not installed
+# here, so DATABASE_URL is required). Declared after the chown: a new volume
+# starts as a copy of the folder, owned by the service's user.
+VOLUME /app/.data
 
 # Numeric, so that "runAsNonRoot" checks can verify it without /etc/passwd.
 USER 10001:10001

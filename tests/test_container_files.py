@@ -164,6 +164,32 @@ def test_healthcheck_asks_readyz_with_python(runtime_stage: list[Instruction]) -
     assert "curl" not in healthcheck, "the slim image has no curl"
 
 
+def test_data_dir_is_a_declared_volume_owned_by_the_service_user(
+    runtime_stage: list[Instruction],
+) -> None:
+    """A new volume is a copy of the folder as the image left it: the chown must come first."""
+    data_dir = _env_of(runtime_stage)["DATA_DIR"]
+    volumes = [n for n, i in enumerate(runtime_stage) if i.keyword == "VOLUME"]
+    assert volumes, "no VOLUME in the runtime stage"
+    declared = runtime_stage[volumes[-1]].arguments
+    paths = json.loads(declared) if declared.startswith("[") else declared.split()
+    assert data_dir in paths
+    chowns = [
+        n
+        for n, i in enumerate(runtime_stage)
+        if i.keyword == "RUN" and re.search(rf"chown \S+ {re.escape(data_dir)}\b", i.arguments)
+    ]
+    assert chowns, f"{data_dir} is not given to the service's user"
+    assert chowns[-1] < volumes[-1], "changes after VOLUME are discarded"
+
+
+def test_image_dependencies_leave_the_embedded_postgres_out() -> None:
+    """The image installs [project.dependencies] only; pgserver is the 'embedded' extra."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("pgserver")]
+    assert [d for d in project["optional-dependencies"]["embedded"] if d.startswith("pgserver")]
+
+
 def test_migrations_sit_next_to_the_package_where_the_service_runs(
     runtime_stage: list[Instruction],
 ) -> None:
