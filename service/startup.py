@@ -35,6 +35,8 @@ _NOT_UP_YET: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
+    # "database is not currently accepting connections" (ALLOW_CONNECTIONS false).
+    asyncpg.ObjectNotInPrerequisiteStateError,
     asyncpg.ConnectionDoesNotExistError,
 )
 

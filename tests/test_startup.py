@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -76,6 +77,32 @@ def test_a_database_that_cannot_be_used_is_one_line_and_exit_1(
     done = _start({"DATABASE_URL": url, "DATABASE_WAIT_SECONDS": "0"}, tmp_path)
     assert done.returncode == 1, done
     assert _last_line(done).startswith(expected), done.stderr
+
+
+async def test_a_database_that_allows_no_connections_is_waited_for_then_one_line(
+    postgres_admin_url: str, tmp_path: Path
+) -> None:
+    name = f"svc_closed_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(postgres_admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" ALLOW_CONNECTIONS false')
+        done = await anyio.to_thread.run_sync(
+            _start,
+            {
+                "DATABASE_URL": _with(postgres_admin_url, database=name),
+                "DATABASE_WAIT_SECONDS": "1",
+            },
+            tmp_path,
+        )
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await admin.close()
+    assert done.returncode == 1, done
+    assert "waiting for the database (ObjectNotInPrerequisiteStateError" in done.stderr
+    assert _last_line(done).startswith(
+        "cannot start: DATABASE_URL: the database did not accept connections within 1 s "
+        "(ObjectNotInPrerequisiteStateError"
+    )
 
 
 @pytest.mark.parametrize("url", ["notaurl", "mysql://user:hunter2@127.0.0.1/db"])
