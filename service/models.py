@@ -2,14 +2,16 @@
 
 Request models are strict: a string is not silently turned into an id, and
 unknown fields are refused, so a caller's typo is an error rather than a
-no-op.
+no-op. Whatever they accept can be stored: no text holds U+0000 (PostgreSQL
+refuses it), names and titles are not blank, ids fit a bigint, and a date
+lies in ``DUE_AT_RANGE`` (tests/http/test_unstorable_input.py).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -25,8 +27,54 @@ from pydantic import (
 TaskStatus = Literal["open", "in_progress", "blocked", "done"]
 NotificationStatus = Literal["pending", "sending", "sent", "dead"]
 
+# Dates the service stores, in UTC, both ends included: years 1 to 9999 less a
+# day at each end, so the value can be shown in any time zone, and never the
+# two values asyncpg turns into -infinity and infinity.
+DUE_AT_RANGE: Final = (
+    datetime(1, 1, 2, tzinfo=UTC),
+    datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC),
+)
+
+_DUE_AT_RANGE_TEXT = "0001-01-02T00:00:00Z and 9999-12-30T23:59:59.999999Z"
+
+
+def _storable_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _due_at_in_range(value: datetime) -> datetime:
+    offset = value.utcoffset()
+    assert offset is not None  # AwareDatetime
+    earliest, latest = (bound.replace(tzinfo=None) for bound in DUE_AT_RANGE)
+    # Compared as local times: 0001-01-01T00:00+14:00 has no UTC datetime to convert to.
+    if not earliest + offset <= value.replace(tzinfo=None) <= latest + offset:
+        raise ValueError(f"must be between {_DUE_AT_RANGE_TEXT} (UTC)")
+    return value
+
+
 Id = Annotated[int, Field(gt=0, le=2**63 - 1)]
-Title = Annotated[str, Field(min_length=1, max_length=500)]
+Title = Annotated[
+    str,
+    Field(min_length=1, max_length=500),
+    AfterValidator(_storable_text),
+    AfterValidator(_not_blank),
+]
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=200),
+    AfterValidator(_storable_text),
+    AfterValidator(_not_blank),
+]
+Recipient = Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_storable_text)]
+DueAt = Annotated[AwareDatetime, AfterValidator(_due_at_in_range)]
 
 
 class _Request(BaseModel):
@@ -37,7 +85,7 @@ class CreateUser(_Request):
     """A person tasks can be assigned to; the e-mail address is unique."""
 
     email: EmailStr = Field(max_length=320)
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
 
 
 class CreateTask(_Request):
@@ -46,18 +94,27 @@ class CreateTask(_Request):
     title: Title
     assignee_id: Id | None = None
     status: TaskStatus = "open"
-    due_at: AwareDatetime | None = None
+    due_at: DueAt | None = None
 
 
 class TaskUpdate(_Request):
-    """One reassignment; fields left out keep their current value."""
+    """One reassignment; fields left out keep their current value.
+
+    ``status`` and ``title`` cannot be cleared, so null means the same as
+    leaving them out: keep. ``due_at`` can: null clears it.
+    """
 
     task_id: Id
     assignee_id: Id
-    status: TaskStatus | None = None
-    title: Title | None = None
-    # An explicit null clears the due date; leaving the field out keeps it.
-    due_at: AwareDatetime | None = None
+    status: TaskStatus | None = Field(
+        default=None, description="The new status; null or left out keeps the current one."
+    )
+    title: Title | None = Field(
+        default=None, description="The new title; null or left out keeps the current one."
+    )
+    due_at: DueAt | None = Field(
+        default=None, description="The new due date; null clears it, left out keeps it."
+    )
 
     @property
     def due_at_given(self) -> bool:
@@ -137,7 +194,7 @@ class NotificationQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     status: NotificationStatus | None = None
-    recipient: str | None = Field(default=None, min_length=1, max_length=320)
+    recipient: Recipient | None = None
     limit: int = Field(default=50, ge=1, le=500)
     # Opaque: the ``next_cursor`` of the previous page.
     cursor: str | None = Field(default=None, max_length=200)
@@ -153,7 +210,7 @@ class NotificationPage(BaseModel):
 class RetryDeadRequest(_Request):
     """Which dead notifications to retry; no recipient means all of them."""
 
-    recipient: str | None = Field(default=None, min_length=1, max_length=320)
+    recipient: Recipient | None = None
 
 
 class RetryDeadResult(BaseModel):
