@@ -14,18 +14,25 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
+import email_validator
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     TypeAdapter,
+    ValidationInfo,
+    validate_email,
 )
+from pydantic_core import PydanticCustomError
 
 TaskStatus = Literal["open", "in_progress", "blocked", "done"]
 NotificationStatus = Literal["pending", "sending", "sent", "dead"]
+
+# Validation context key: refuse special-use domains such as .test
+# (EMAIL_REFUSE_SPECIAL_USE_DOMAINS).
+REFUSE_SPECIAL_USE_DOMAINS: Final = "refuse_special_use_domains"
 
 # Dates the service stores, in UTC, both ends included: years 1 to 9999 less a
 # day at each end, so the value can be shown in any time zone, and never the
@@ -60,6 +67,34 @@ def _due_at_in_range(value: datetime) -> datetime:
     return value
 
 
+def _valid_email(value: str, info: ValidationInfo) -> str:
+    """EmailStr's rules, except that special-use domains (a@b.test) are addresses too.
+
+    email-validator always refuses those; unless the operator refuses them
+    as well, their syntax is checked under an ordinary name, which the
+    normalized address then drops again.
+    """
+    try:
+        return validate_email(value)[1]
+    except PydanticCustomError:
+        refuse = bool(info.context and info.context.get(REFUSE_SPECIAL_USE_DOMAINS))
+        address = value.strip()
+        if refuse or not _special_use(address):
+            raise
+    return validate_email(address + _ORDINARY_SUFFIX)[1].removesuffix(_ORDINARY_SUFFIX)
+
+
+_ORDINARY_SUFFIX = ".com"
+
+
+def _special_use(address: str) -> bool:
+    domain = address.rpartition("@")[2].lower()
+    return any(
+        domain == name or domain.endswith(f".{name}")
+        for name in email_validator.SPECIAL_USE_DOMAIN_NAMES
+    )
+
+
 Id = Annotated[int, Field(gt=0, le=2**63 - 1)]
 Title = Annotated[
     str,
@@ -73,6 +108,9 @@ Name = Annotated[
     AfterValidator(_storable_text),
     AfterValidator(_not_blank),
 ]
+Email = Annotated[
+    str, Field(max_length=320, json_schema_extra={"format": "email"}), AfterValidator(_valid_email)
+]
 Recipient = Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_storable_text)]
 DueAt = Annotated[AwareDatetime, AfterValidator(_due_at_in_range)]
 
@@ -84,7 +122,7 @@ class _Request(BaseModel):
 class CreateUser(_Request):
     """A person tasks can be assigned to; the e-mail address is unique."""
 
-    email: EmailStr = Field(max_length=320)
+    email: Email
     name: Name
 
 

@@ -122,6 +122,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     update_max_items: int = Field(default=1000, ge=1)
     idempotency_ttl: timedelta = timedelta(hours=24)
+    # Refuse addresses on special-use domains (a@b.test, a@b.invalid, a@localhost).
+    email_refuse_special_use_domains: bool = False
 
     # --- database ---------------------------------------------------------
     # Unset: an embedded PostgreSQL is started with its data under DATA_DIR.
