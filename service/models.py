@@ -58,13 +58,12 @@ def _not_blank(value: str) -> str:
 
 
 def _due_at_in_range(value: datetime) -> datetime:
-    offset = value.utcoffset()
-    assert offset is not None  # AwareDatetime
-    earliest, latest = (bound.replace(tzinfo=None) for bound in DUE_AT_RANGE)
-    # Compared as local times: 0001-01-01T00:00+14:00 has no UTC datetime to convert to.
-    if not earliest + offset <= value.replace(tzinfo=None) <= latest + offset:
-        raise ValueError(f"must be between {_DUE_AT_RANGE_TEXT} (UTC)")
-    return value
+    # An offset is under a day, so only the first and the last year can be out
+    # of range; comparing aware datetimes never needs a UTC value that does not exist.
+    earliest, latest = DUE_AT_RANGE
+    if 1 < value.year < 9999 or earliest <= value <= latest:
+        return value
+    raise ValueError(f"must be between {_DUE_AT_RANGE_TEXT} (UTC)")
 
 
 def _valid_email(value: str, info: ValidationInfo) -> str:
