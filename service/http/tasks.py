@@ -30,6 +30,9 @@ _task_id_adapter: TypeAdapter[int] = TypeAdapter(Id)
 
 
 async def create_user(request: Request) -> JSONResponse:
+    # The body first: one over MAX_BODY_BYTES is a 413 before anything else runs
+    # (tests/http/test_body_refusal.py). Starlette keeps it for parse_body.
+    await request.body()
     state = app_state(request)
     rules = {REFUSE_SPECIAL_USE_DOMAINS: state["settings"].email_refuse_special_use_domains}
     payload = await parse_body(request, _create_user_adapter, context=rules)
