@@ -2,31 +2,116 @@
 
 Request models are strict: a string is not silently turned into an id, and
 unknown fields are refused, so a caller's typo is an error rather than a
-no-op.
+no-op. Whatever they accept can be stored: no text holds U+0000 (PostgreSQL
+refuses it), names and titles are not blank, ids fit a bigint, and a date
+lies in ``DUE_AT_RANGE`` (tests/http/test_unstorable_input.py).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
+import email_validator
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     TypeAdapter,
+    ValidationInfo,
+    validate_email,
 )
+from pydantic_core import PydanticCustomError
 
 TaskStatus = Literal["open", "in_progress", "blocked", "done"]
 NotificationStatus = Literal["pending", "sending", "sent", "dead"]
 
+# Validation context key: refuse special-use domains such as .test
+# (EMAIL_REFUSE_SPECIAL_USE_DOMAINS).
+REFUSE_SPECIAL_USE_DOMAINS: Final = "refuse_special_use_domains"
+
+# Dates the service stores, in UTC, both ends included: years 1 to 9999 less a
+# day at each end, so the value can be shown in any time zone, and never the
+# two values asyncpg turns into -infinity and infinity.
+DUE_AT_RANGE: Final = (
+    datetime(1, 1, 2, tzinfo=UTC),
+    datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC),
+)
+
+_DUE_AT_RANGE_TEXT = "0001-01-02T00:00:00Z and 9999-12-30T23:59:59.999999Z"
+
+
+def _storable_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _due_at_in_range(value: datetime) -> datetime:
+    # An offset is under a day, so only the first and the last year can be out
+    # of range; comparing aware datetimes never needs a UTC value that does not exist.
+    earliest, latest = DUE_AT_RANGE
+    if 1 < value.year < 9999 or earliest <= value <= latest:
+        return value
+    raise ValueError(f"must be between {_DUE_AT_RANGE_TEXT} (UTC)")
+
+
+def _valid_email(value: str, info: ValidationInfo) -> str:
+    """EmailStr's rules, except that special-use domains (a@b.test) are addresses too.
+
+    email-validator always refuses those; unless the operator refuses them
+    as well, their syntax is checked under an ordinary name, which the
+    normalized address then drops again.
+    """
+    try:
+        return validate_email(value)[1]
+    except PydanticCustomError:
+        refuse = bool(info.context and info.context.get(REFUSE_SPECIAL_USE_DOMAINS))
+        address = value.strip()
+        if refuse or not _special_use(address):
+            raise
+    return validate_email(address + _ORDINARY_SUFFIX)[1].removesuffix(_ORDINARY_SUFFIX)
+
+
+_ORDINARY_SUFFIX = ".com"
+
+
+def _special_use(address: str) -> bool:
+    domain = address.rpartition("@")[2].lower()
+    return any(
+        domain == name or domain.endswith(f".{name}")
+        for name in email_validator.SPECIAL_USE_DOMAIN_NAMES
+    )
+
+
 Id = Annotated[int, Field(gt=0, le=2**63 - 1)]
-Title = Annotated[str, Field(min_length=1, max_length=500)]
+Title = Annotated[
+    str,
+    Field(min_length=1, max_length=500),
+    AfterValidator(_storable_text),
+    AfterValidator(_not_blank),
+]
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=200),
+    AfterValidator(_storable_text),
+    AfterValidator(_not_blank),
+]
+Email = Annotated[
+    str, Field(max_length=320, json_schema_extra={"format": "email"}), AfterValidator(_valid_email)
+]
+Recipient = Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_storable_text)]
+DueAt = Annotated[AwareDatetime, AfterValidator(_due_at_in_range)]
 
 
 class _Request(BaseModel):
@@ -36,8 +121,8 @@ class _Request(BaseModel):
 class CreateUser(_Request):
     """A person tasks can be assigned to; the e-mail address is unique."""
 
-    email: EmailStr = Field(max_length=320)
-    name: str = Field(min_length=1, max_length=200)
+    email: Email
+    name: Name
 
 
 class CreateTask(_Request):
@@ -46,18 +131,27 @@ class CreateTask(_Request):
     title: Title
     assignee_id: Id | None = None
     status: TaskStatus = "open"
-    due_at: AwareDatetime | None = None
+    due_at: DueAt | None = None
 
 
 class TaskUpdate(_Request):
-    """One reassignment; fields left out keep their current value."""
+    """One reassignment; fields left out keep their current value.
+
+    ``status`` and ``title`` cannot be cleared, so null means the same as
+    leaving them out: keep. ``due_at`` can: null clears it.
+    """
 
     task_id: Id
     assignee_id: Id
-    status: TaskStatus | None = None
-    title: Title | None = None
-    # An explicit null clears the due date; leaving the field out keeps it.
-    due_at: AwareDatetime | None = None
+    status: TaskStatus | None = Field(
+        default=None, description="The new status; null or left out keeps the current one."
+    )
+    title: Title | None = Field(
+        default=None, description="The new title; null or left out keeps the current one."
+    )
+    due_at: DueAt | None = Field(
+        default=None, description="The new due date; null clears it, left out keeps it."
+    )
 
     @property
     def due_at_given(self) -> bool:
@@ -137,7 +231,7 @@ class NotificationQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     status: NotificationStatus | None = None
-    recipient: str | None = Field(default=None, min_length=1, max_length=320)
+    recipient: Recipient | None = None
     limit: int = Field(default=50, ge=1, le=500)
     # Opaque: the ``next_cursor`` of the previous page.
     cursor: str | None = Field(default=None, max_length=200)
@@ -153,7 +247,7 @@ class NotificationPage(BaseModel):
 class RetryDeadRequest(_Request):
     """Which dead notifications to retry; no recipient means all of them."""
 
-    recipient: str | None = Field(default=None, min_length=1, max_length=320)
+    recipient: Recipient | None = None
 
 
 class RetryDeadResult(BaseModel):

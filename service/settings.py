@@ -8,6 +8,7 @@ environment anywhere else.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -16,8 +17,17 @@ from pathlib import Path
 from typing import Literal
 
 import httpx
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
 
 ProviderName = Literal["console", "file", "postmark", "resend", "mailpit"]
 
@@ -122,6 +132,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     update_max_items: int = Field(default=1000, ge=1)
     idempotency_ttl: timedelta = timedelta(hours=24)
+    # Signs the cursors of GET /notifications. Unset: a random secret per
+    # process, so a cursor is refused (422) after a restart and by other replicas.
+    cursor_secret: SecretStr | None = None
+    # Refuse addresses on special-use domains (a@b.test, a@b.invalid, a@localhost).
+    email_refuse_special_use_domains: bool = False
 
     # --- database ---------------------------------------------------------
     # Unset: an embedded PostgreSQL is started with its data under DATA_DIR.
@@ -208,6 +223,10 @@ class Settings(BaseSettings):
     # Unset: Secure cookies in production only (TLS is assumed there).
     dashboard_secure_cookie: bool | None = None
 
+    # What signs cursors when CURSOR_SECRET is unset: made once per Settings,
+    # which the process builds once.
+    _random_cursor_key: bytes = PrivateAttr(default_factory=lambda: secrets.token_bytes(32))
+
     @field_validator("database_url")
     @classmethod
     def _database_url_is_postgresql(cls, value: str | None) -> str | None:
@@ -223,12 +242,12 @@ class Settings(BaseSettings):
             parse_api_keys(value.get_secret_value())  # raises ValueError naming the problem
         return value
 
-    @field_validator("dashboard_password", "session_secret")
+    @field_validator("dashboard_password", "session_secret", "cursor_secret")
     @classmethod
-    def _dashboard_secrets_are_long(
-        cls, value: SecretStr | None, info: ValidationInfo
-    ) -> SecretStr | None:
-        shortest = {"dashboard_password": 12, "session_secret": 32}[info.field_name or ""]
+    def _secrets_are_long(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        shortest = {"dashboard_password": 12, "session_secret": 32, "cursor_secret": 32}[
+            info.field_name or ""
+        ]
         if value is not None and len(value.get_secret_value()) < shortest:
             raise ValueError(f"must be at least {shortest} characters")
         return value
@@ -256,6 +275,11 @@ class Settings(BaseSettings):
                     f"ENVIRONMENT=production refuses EMAIL_PROVIDER={self.email_provider}: "
                     "it does not deliver e-mail"
                 )
+            if self.cursor_secret is None:
+                logger.warning(
+                    "CURSOR_SECRET is not set: notification page cursors are refused after "
+                    "this process restarts and by other replicas"
+                )
         return self
 
     @property
@@ -264,6 +288,13 @@ class Settings(BaseSettings):
         if self.api_keys is None:
             return {}
         return parse_api_keys(self.api_keys.get_secret_value())
+
+    @property
+    def cursor_key(self) -> bytes:
+        """The key that signs page cursors: CURSOR_SECRET, else this process's own."""
+        if self.cursor_secret is None:
+            return self._random_cursor_key
+        return self.cursor_secret.get_secret_value().encode()
 
     @property
     def delivery_policy(self) -> DeliveryPolicy:

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 from uuid import UUID
 
+from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -32,6 +33,7 @@ from service.dashboard.views import FRAGMENT_HEADER, SECURITY_HEADERS, Views
 from service.delivery.outbox_stats import TimedCache
 from service.errors import Conflict, NotFound, Unavailable
 from service.http.auth import ApiKeys
+from service.models import Recipient
 from service.settings import Settings
 from service.state import app_state
 
@@ -51,6 +53,8 @@ _PAGES = frozenset({OVERVIEW_PATH, NOTIFICATION_PATH, SEARCH_PATH})
 # Readers of the activity chart share one query this often (like OutboxStats).
 _ACTIVITY_TTL_SECONDS = 2.0
 _SEARCH_LIMIT = 20
+# A search that is not an id is a recipient, validated as the API validates one.
+_recipient_adapter: TypeAdapter[str] = TypeAdapter(Recipient)
 # The cards turn amber from here: work is piling up rather than flowing.
 _STALE_PENDING_SECONDS = 60.0
 _QUEUE_WARN_FRACTION = 0.8
@@ -179,10 +183,17 @@ class Dashboard:
         else:
             target = f"{NOTIFICATION_PATH}?{urlencode({'id': str(notification_id)})}"
             return RedirectResponse(target, status_code=303)
+        try:
+            recipient = _recipient_adapter.validate_python(query)
+        except ValidationError as exc:
+            reason = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+            return self._views.problem(
+                request, principal, 422, "Cannot search for that", f"The search {reason.lower()}."
+            )
         store: InsightsStore = app_state(request)["repository"]
         try:
             items = await store.list_notifications(
-                status=None, recipient=query, before=None, limit=_SEARCH_LIMIT
+                status=None, recipient=recipient, before=None, limit=_SEARCH_LIMIT
             )
         except Unavailable as exc:
             return self._views.problem(request, principal, 503, "Database unavailable", exc.message)

@@ -38,17 +38,19 @@ async def list_attempts(request: Request) -> JSONResponse:
 
 async def list_notifications(request: Request) -> JSONResponse:
     """Newest first, filtered by status and recipient, keyset-paged."""
+    state = app_state(request)
     query = parse_query(request, NotificationQuery)
-    items = await app_state(request)["repository"].list_notifications(
+    key = state["settings"].cursor_key
+    items = await state["repository"].list_notifications(
         status=query.status,
         recipient=query.recipient,
-        before=decode_cursor(query.cursor) if query.cursor else None,
+        before=decode_cursor(query.cursor, key) if query.cursor else None,
         limit=query.limit,
     )
     next_cursor = None
     if len(items) == query.limit:
         last = items[-1]
-        next_cursor = encode_cursor(NotificationCursor(last.created_at, last.id))
+        next_cursor = encode_cursor(NotificationCursor(last.created_at, last.id), key)
     return JSONResponse(NotificationPage(items=items, next_cursor=next_cursor))
 
 

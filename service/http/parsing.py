@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
@@ -40,10 +40,13 @@ def invalid_input(exc: ValidationError, *, prefix: tuple[int | str, ...] = ()) -
     return InvalidInput(f"invalid request: {summary}", details=details)
 
 
-async def parse_body(request: Request, adapter: TypeAdapter[T]) -> T:
+async def parse_body(
+    request: Request, adapter: TypeAdapter[T], context: dict[str, Any] | None = None
+) -> T:
+    """The body as ``adapter`` validates it; ``context`` reaches the model's validators."""
     body = await request.body()
     try:
-        return adapter.validate_json(body)
+        return adapter.validate_json(body, context=context)
     except ValidationError as exc:
         raise invalid_input(exc) from None
 

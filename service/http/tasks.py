@@ -16,7 +16,7 @@ from service.http.auth import current_caller
 from service.http.parsing import parse_body, parse_path
 from service.http.request_id import current_request_id
 from service.http.responses import JSONResponse
-from service.models import CreateTask, CreateUser, Id, TaskUpdate
+from service.models import REFUSE_SPECIAL_USE_DOMAINS, CreateTask, CreateUser, Id, TaskUpdate
 from service.models import update_tasks_adapter as _update_tasks_adapter
 from service.repository import IdempotencyKey, Replay, StoredResponse, UpdateOutcome
 from service.state import app_state
@@ -30,8 +30,13 @@ _task_id_adapter: TypeAdapter[int] = TypeAdapter(Id)
 
 
 async def create_user(request: Request) -> JSONResponse:
-    payload = await parse_body(request, _create_user_adapter)
-    user = await app_state(request)["repository"].create_user(payload)
+    # The body first: one over MAX_BODY_BYTES is a 413 before anything else runs
+    # (tests/http/test_body_refusal.py). Starlette keeps it for parse_body.
+    await request.body()
+    state = app_state(request)
+    rules = {REFUSE_SPECIAL_USE_DOMAINS: state["settings"].email_refuse_special_use_domains}
+    payload = await parse_body(request, _create_user_adapter, context=rules)
+    user = await state["repository"].create_user(payload)
     return JSONResponse(user, status_code=201)
 
 

@@ -48,25 +48,12 @@ def _names_state(failure: Failure) -> bool:
     )
 
 
-# Failures that the other two parts of the same issue fix on their branches
-# (input validation in service/models.py and service/http/paging.py; the
+# Failures that another part of the same issue fixes on its branch (the
 # database's refusals in service/repository/_store.py). Each is matched
-# narrowly; delete this table once those branches are merged.
+# narrowly; delete this table once that branch is merged.
 _FIXED_ELSEWHERE: dict[str, Callable[[Failure], bool]] = {
-    "NUL character in a string -> 500 (input validation)": lambda f: (
-        f.status == 500 and ("\\u0000" in f.body or "\x00" in f.body or "\x00" in f.query)
-    ),
-    "due_at before year 1 or after 9999 -> 500 (input validation)": lambda f: (
-        f.status == 500 and any(year <= 1 or year >= 9999 for year in f.due_at_years)
-    ),
-    "hand-made cursor -> 500 (signed cursors)": lambda f: (
-        f.status == 500 and f.path == "/notifications" and "cursor=" in f.query
-    ),
     "refused database -> 500 (503 with Retry-After)": lambda f: (
         f.status == 500 and "database" in f.response
-    ),
-    "e-mail of a special-use domain: schema-valid, refused (e-mail domains)": lambda f: (
-        f.code == "ST202" and f.status == 422 and f.error_fields == {"email"}
     ),
     # JSON Schema counts 1.0 as an integer, and no schema can say otherwise;
     # the strict request models refuse it. Not yet on any branch's list.
