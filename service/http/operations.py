@@ -195,7 +195,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "Reassign many tasks at once; new assignees are e-mailed in the background",
         "All or nothing, in one transaction. One notification is written per distinct new "
         "assignee whose assignment changed; the response carries their ids, and they are "
-        "delivered in the background. At most UPDATE_MAX_ITEMS updates per request.",
+        "delivered in the background. At most UPDATE_MAX_ITEMS updates per request, and "
+        "each task at most once (a task named twice is refused with 422).",
         {200: UpdateTasksResult},
         body=UpdateTasksBody,
         body_examples={

@@ -188,3 +188,14 @@ async def test_wrong_method_is_a_json_405(client: httpx.AsyncClient) -> None:
     response = await client.get("/update-tasks")
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_an_id_written_as_a_whole_float_is_that_id(client: httpx.AsyncClient) -> None:
+    # JSON Schema counts 1.0 as an integer; a client that writes it so is understood.
+    user = await client.post("/users", json={"email": "float@example.com", "name": "F"})
+    task = await client.post("/tasks", json={"title": "t", "assignee_id": float(user.json()["id"])})
+    assert task.status_code == 201, task.text
+    assert task.json()["assignee_id"] == user.json()["id"]
+    half = await client.post("/tasks", json={"title": "t", "assignee_id": 1.5})
+    assert half.status_code == 422
+    assert half.json()["error"]["details"][0]["field"] == "assignee_id"

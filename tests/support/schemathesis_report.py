@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
-
-_DUE_AT_YEAR = re.compile(r'"due_at"\s*:\s*"([+-]?\d+)-')
 
 
 @dataclass(frozen=True)
@@ -50,10 +47,6 @@ class Failure:
         if not isinstance(details, list):
             return set()
         return {str(d.get("field")) for d in details if isinstance(d, dict)}
-
-    @property
-    def due_at_years(self) -> set[int]:
-        return {int(year) for year in _DUE_AT_YEAR.findall(self.body)}
 
     def describe(self) -> str:
         sent = f"{self.method} {self.path}{'?' + self.query if self.query else ''}"
