@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from service.dashboard.access import DashboardAccess, csrf_token
+from service.errors import UNAVAILABLE_RETRY_AFTER_SECONDS
 from service.settings import Settings
 
 FRAGMENT_HEADER = "X-Dashboard-Fragment"
@@ -143,4 +144,7 @@ class Views:
 
     def _render(self, template: str, status_code: int, **context: Any) -> HTMLResponse:
         html = self._environment.get_template(template).render(**context)
-        return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+        headers = dict(SECURITY_HEADERS)
+        if status_code == 503:  # the database is away: say when to look again, as the API does
+            headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
+        return HTMLResponse(html, status_code=status_code, headers=headers)

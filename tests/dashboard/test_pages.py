@@ -12,7 +12,7 @@ import pytest
 import respx
 
 from service.delivery.outbox_stats import OutboxStats
-from service.errors import Unavailable
+from service.errors import UNAVAILABLE_RETRY_AFTER_SECONDS, Unavailable
 from tests.support.api import create_task, create_user, wait_for_statuses
 from tests.support.app import POSTMARK_URL, app_client, make_settings
 from tests.support.dashboard import csrf_from
@@ -111,9 +111,11 @@ async def test_a_database_outage_is_a_clear_503(
     monkeypatch.setattr(OutboxStats, "current", unavailable)
     page = await client.get("/dashboard")
     assert page.status_code == 503
+    assert page.headers["retry-after"] == str(UNAVAILABLE_RETRY_AFTER_SECONDS)
     assert "the database is unavailable" in page.text
     fragment = await client.get("/dashboard", headers=FRAGMENT)
     assert fragment.status_code == 503
+    assert fragment.headers["retry-after"] == str(UNAVAILABLE_RETRY_AFTER_SECONDS)
     assert 'data-status-state="warn"' in fragment.text
 
 
@@ -128,6 +130,7 @@ async def test_history_and_search_say_when_the_database_is_down(
         ]
     for page in pages:
         assert page.status_code == 503, page.text
+        assert page.headers["retry-after"] == str(UNAVAILABLE_RETRY_AFTER_SECONDS)
         assert "Database unavailable" in page.text
         assert "the database is unavailable; try again shortly" in page.text
 
