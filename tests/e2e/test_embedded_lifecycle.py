@@ -18,11 +18,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 from anyio.abc import Process
 
 from service.settings import Settings
+from tests.support.api import wait_until_ready
 from tests.support.service_process import free_port
 
 pytestmark = pytest.mark.e2e
@@ -59,15 +59,7 @@ class _Service:
                 await anyio.sleep(_POLL_SECONDS)
 
     async def wait_until_ready(self) -> None:
-        async with httpx.AsyncClient(base_url=self.url, timeout=2.0) as http:
-            with anyio.fail_after(_START_SECONDS):
-                while True:
-                    try:
-                        if (await http.get("/readyz")).status_code == 200:
-                            return
-                    except httpx.TransportError:
-                        pass
-                    await anyio.sleep(_POLL_SECONDS)
+        await wait_until_ready(self.url, _START_SECONDS)
 
     async def exit_code(self) -> int:
         with anyio.fail_after(_STOP_SECONDS):

@@ -49,3 +49,16 @@ async def fetch_one(db: asyncpg.Connection, query: str, *args: Any) -> asyncpg.R
     row = await db.fetchrow(query, *args)
     assert row is not None, f"no row for: {query}"
     return row
+
+
+async def wait_until_ready(url: str, within: float) -> None:
+    """Until ``url``'s /readyz answers 200 (a server still starting refuses connections)."""
+    async with httpx.AsyncClient(base_url=url, timeout=2.0) as http:
+        with anyio.fail_after(within):
+            while True:
+                try:
+                    if (await http.get("/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await anyio.sleep(0.05)

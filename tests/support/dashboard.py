@@ -10,7 +10,6 @@ from functools import partial
 from typing import Any
 
 import anyio
-import httpx
 from hypercorn.asyncio import serve
 from playwright.async_api import ConsoleMessage, Page
 from playwright.async_api import Request as BrowserRequest
@@ -18,6 +17,7 @@ from playwright.async_api import Request as BrowserRequest
 from service.__main__ import hypercorn_config
 from service.app import create_app
 from service.settings import Settings
+from tests.support.api import wait_until_ready
 from tests.support.app import make_settings
 from tests.support.service_process import free_port
 
@@ -50,22 +50,10 @@ async def live_server(settings: Settings) -> AsyncIterator[str]:
     async with anyio.create_task_group() as tg:
         tg.start_soon(partial(serve, app, hypercorn_config(settings), shutdown_trigger=stop.wait))  # type: ignore[arg-type]
         try:
-            await _wait_until_ready(url)
+            await wait_until_ready(url, _READY_TIMEOUT_SECONDS)
             yield url
         finally:
             stop.set()
-
-
-async def _wait_until_ready(url: str) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=2.0) as http:
-        with anyio.fail_after(_READY_TIMEOUT_SECONDS):
-            while True:
-                try:
-                    if (await http.get("/readyz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await anyio.sleep(0.05)
 
 
 @dataclass
