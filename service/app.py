@@ -20,7 +20,7 @@ from service.http.body_limit import BodyLimitMiddleware
 from service.http.docs_page import render_api_docs
 from service.http.observability import ObservabilityMiddleware
 from service.http.openapi import build_openapi
-from service.http.operations import OPERATIONS, build_routes, open_paths
+from service.http.operations import OPERATIONS, build_routes, keyless_paths
 from service.http.request_id import RequestIdMiddleware
 from service.http.responses import JSONResponse, error_response
 from service.http.unexpected_errors import UnexpectedErrorMiddleware
@@ -49,13 +49,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
-def _keyless_paths(settings: Settings) -> frozenset[str]:
-    paths = set(open_paths())
-    if settings.metrics_require_auth:
-        paths.discard("/metrics")
-    return frozenset(paths)
-
-
 def create_app(settings: Settings, on_fatal: FatalHandler = _log_fatal) -> Starlette:
     """Build the ASGI app. ``on_fatal`` is called if a background task dies;
     the server passes a callback that shuts the process down."""
@@ -69,7 +62,7 @@ def create_app(settings: Settings, on_fatal: FatalHandler = _log_fatal) -> Starl
     # its paths pass the key check and it guards them itself.
     dashboard = Dashboard(settings, keys)
     routes = [*build_routes(), *dashboard.routes]
-    keyless_paths = _keyless_paths(settings) | dashboard.open_paths
+    keyless = keyless_paths(settings) | dashboard.open_paths
     app = Starlette(
         routes=routes,
         middleware=[
@@ -77,7 +70,7 @@ def create_app(settings: Settings, on_fatal: FatalHandler = _log_fatal) -> Starl
             Middleware(RequestIdMiddleware),
             Middleware(UnexpectedErrorMiddleware),
             Middleware(ObservabilityMiddleware, metrics=metrics, routes=routes, pressure=pressure),
-            Middleware(AuthMiddleware, keys=keys, open_paths=keyless_paths),
+            Middleware(AuthMiddleware, keys=keys, open_paths=keyless),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
         ],
         exception_handlers={

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from service.http.operations import Failure, Operation
+from service.http.operations import Failure, Operation, needs_key
 from service.http.request_id import HEADER as REQUEST_ID_HEADER
 from service.settings import Settings
 
@@ -185,17 +185,11 @@ def _parameters(op: Operation, schemas: _Schemas) -> list[dict[str, Any]]:
 
 def _failures(op: Operation, settings: Settings) -> list[Failure]:
     failures = [*op.failures, _TOO_LARGE]
-    if _secured(op, settings):
+    if needs_key(op, settings):
         failures.append(_UNAUTHORIZED)
     if op.uses_database:
         failures.append(_UNAVAILABLE)
     return sorted(failures, key=lambda failure: failure.status)
-
-
-def _secured(op: Operation, settings: Settings) -> bool:
-    if not settings.api_key_map:
-        return False
-    return not op.open or (op.path == "/metrics" and settings.metrics_require_auth)
 
 
 def _body(op: Operation, schemas: _Schemas, settings: Settings) -> dict[str, Any]:
@@ -260,7 +254,7 @@ def _operation(op: Operation, schemas: _Schemas, settings: Settings) -> dict[str
     if op.body is not None:
         document["requestBody"] = _body(op, schemas, settings)
     document["responses"] = _responses(op, schemas, settings)
-    document["security"] = [{_BEARER: []}] if _secured(op, settings) else []
+    document["security"] = [{_BEARER: []}] if needs_key(op, settings) else []
     return document
 
 

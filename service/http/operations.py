@@ -35,6 +35,7 @@ from service.models import (
     UpdateTasksResult,
     User,
 )
+from service.settings import Settings
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -435,8 +436,19 @@ def build_routes(operations: tuple[Operation, ...] = OPERATIONS) -> list[Route]:
     return [*(_route(op, literal_paths) for op in operations), *_DESCRIPTION_ROUTES]
 
 
-def open_paths(operations: tuple[Operation, ...] = OPERATIONS) -> frozenset[str]:
-    """Paths that need no API key: open operations and the API's description."""
+def needs_key(op: Operation, settings: Settings) -> bool:
+    """Whether ``op`` asks for an API key: with API_KEYS set, every operation but the
+    open ones, and /metrics too when METRICS_REQUIRE_AUTH is set."""
+    if not settings.api_key_map:
+        return False
+    return not op.open or (op.path == "/metrics" and settings.metrics_require_auth)
+
+
+def keyless_paths(
+    settings: Settings, operations: tuple[Operation, ...] = OPERATIONS
+) -> frozenset[str]:
+    """Paths that need no API key: operations that ask for none, and the API's description."""
     return frozenset(
-        {op.path for op in operations if op.open} | {route.path for route in _DESCRIPTION_ROUTES}
+        {op.path for op in operations if not needs_key(op, settings)}
+        | {route.path for route in _DESCRIPTION_ROUTES}
     )

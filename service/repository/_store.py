@@ -14,7 +14,7 @@ side), with a short reason that ``/readyz`` shows:
 
 Everything else a statement raises (constraint violations, bugs) stays
 itself. Guarded by tests/repository/test_outage_errors.py and
-tests/e2e/test_database_refusals.py.
+tests/http/test_database_refusals.py.
 """
 
 from __future__ import annotations
